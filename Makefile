@@ -1,0 +1,140 @@
+# vit.cu — build
+#
+#   make            ./vit_train and ./vit_predict with nvcc (GPU program)
+#   make test       build and run the tests: the CUDA code under simt (g++, on the CPU, always)
+#                   and the CUDA tests built by nvcc (run on a GPU when one is present)
+#   make bench      ./vit_bench
+#   make resources  registers / spills / shared memory per kernel from ptxas
+#   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
+#   make data       download and verify CIFAR-10 into data/
+#
+# Layout of the build (one rule per kind of source):
+#   common/*.cpp cpu/*.cpp   plain C++ (config, weights, reference model)   g++  -> build/cpu/
+#   host/*.cu tests/*.cu     CUDA source (kernels are included from here)   nvcc -> build/gpu/
+#                                                                           g++ + simt -> build/simt/
+#   simt/*.cpp tests/*.cpp   the CPU executor and CPU-only tests            g++  -> build/simt/
+
+NVCC       ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME  ?= $(if $(NVCC),$(abspath $(dir $(NVCC))/..),/usr/local/cuda)
+CXX        := g++
+PYTHON     ?= python3
+
+OPT        ?= -O2
+CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
+SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include -x c++
+NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
+              --expt-relaxed-constexpr -diag-suppress 177
+LIBS_CPU   := -lopenblas -lgomp -lpthread
+LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublas -lcudart $(LIBS_CPU)
+LIBS_SIMT  := -lboost_context -lgtest $(LIBS_CPU)
+
+# --- GPU architectures -------------------------------------------------------------------
+# ARCH=sm_90 overrides. Otherwise the local GPU's compute capability when nvidia-smi reports
+# a well-formed one, else a fat binary for sm_80/86/89/90 plus PTX so newer GPUs JIT it.
+GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')
+ifneq ($(ARCH),)
+  ARCH_NUM := $(patsubst sm_%,%,$(ARCH))
+  GENCODE  := -gencode arch=compute_$(ARCH_NUM),code=[sm_$(ARCH_NUM),compute_$(ARCH_NUM)]
+else ifneq ($(shell echo '$(GPU_CC)' | grep -E '^[0-9]{2,3}$$'),)
+  GENCODE  := -gencode arch=compute_$(GPU_CC),code=[sm_$(GPU_CC),compute_$(GPU_CC)]
+else
+  GENCODE  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 \
+              -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=[sm_90,compute_90]
+endif
+# The nvcc-built test binary only has to run where a GPU is: without one, PTX alone compiles
+# fastest and still JITs on any GPU of compute capability >= 8.0.
+ifneq ($(ARCH)$(shell echo '$(GPU_CC)' | grep -E '^[0-9]{2,3}$$'),)
+  TEST_GENCODE := $(GENCODE)
+else
+  TEST_GENCODE := -gencode arch=compute_80,code=compute_80
+endif
+
+# --- sources ------------------------------------------------------------------------------
+MAINS      := host/vit_train.cu host/vit_predict.cu
+PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp)
+HOST_SRC   := $(filter-out $(MAINS),$(wildcard host/*.cu))
+SIMT_SRC   := $(wildcard simt/*.cpp)
+TEST_CU    := $(wildcard tests/*.cu)
+TEST_CPP   := $(wildcard tests/*.cpp)
+BENCH_SRC  := $(wildcard bench/*.cu)
+
+PLAIN_OBJ  := $(PLAIN_SRC:%.cpp=build/cpu/%.o)
+HOST_GPU   := $(HOST_SRC:%.cu=build/gpu/%.o)
+HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
+SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
+
+.PHONY: all test test-simt test-gpu bench resources deps data weights clean check-nvcc check-headers
+all: vit_train vit_predict
+
+# --- one-line diagnoses for a missing toolchain or package ------------------------------------
+check-nvcc:
+	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA Toolkit >= 12 (package cuda-toolkit or nvidia-cuda-toolkit) or set NVCC=/path/to/nvcc" >&2; exit 1; }
+HEADERS := nlohmann/json.hpp:nlohmann-json3-dev stb/stb_image.h:libstb-dev cblas.h:libopenblas-dev
+TEST_HEADERS := gtest/gtest.h:libgtest-dev boost/context/fiber.hpp:libboost-context-dev
+define check_headers
+	@for hp in $(1); do h=$${hp%%:*}; p=$${hp##*:}; \
+	  echo "#include <$$h>" | $(CXX) -std=c++17 -E -x c++ - >/dev/null 2>&1 || \
+	  { echo "error: missing header <$$h>: install the Debian package $$p (or run: sudo make deps)" >&2; exit 1; }; done
+endef
+build/.headers-ok: | build
+	$(call check_headers,$(HEADERS))
+	@touch $@
+build/.test-headers-ok: | build
+	$(call check_headers,$(TEST_HEADERS))
+	@touch $@
+build:
+	@mkdir -p build
+
+# --- object rules -------------------------------------------------------------------------------
+build/cpu/%.o: %.cpp | build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+build/gpu/%.o: %.cu | check-nvcc build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(GENCODE) -c $< -o $@
+build/gpu-test/%.o: %.cu | check-nvcc build/.headers-ok build/.test-headers-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(TEST_GENCODE) -c $< -o $@
+build/simt/%.o: %.cu | build/.headers-ok build/.test-headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(SIMTFLAGS) -c $< -o $@
+build/simt/%.o: %.cpp | build/.headers-ok build/.test-headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -isystem $(CUDA_HOME)/include -c $< -o $@
+
+# --- programs -------------------------------------------------------------------------------------
+vit_train: build/gpu/host/vit_train.o $(HOST_GPU) $(PLAIN_OBJ)
+	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
+vit_predict: build/gpu/host/vit_predict.o $(HOST_GPU) $(PLAIN_OBJ)
+	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
+
+# --- tests ----------------------------------------------------------------------------------------
+# build/test_simt: every test; CUDA code runs on the CPU through simt.
+# build/test_gpu:  the CUDA tests (tests/*.cu) built by nvcc; each skips itself without a GPU.
+build/test_simt: $(TEST_CU:%.cu=build/simt/%.o) $(TEST_CPP:%.cpp=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(LIBS_SIMT)
+build/test_gpu: $(TEST_CU:%.cu=build/gpu-test/%.o) $(HOST_SRC:%.cu=build/gpu-test/%.o) $(PLAIN_OBJ)
+	$(NVCC) $(TEST_GENCODE) -o $@ $^ -lgtest $(LIBS_GPU)
+
+test-simt: build/test_simt
+	./build/test_simt
+test-gpu: build/test_gpu
+	./build/test_gpu
+# Both binaries run even when the first fails; the target fails if either did.
+test: build/test_simt build/test_gpu
+	@st=0; ./build/test_gpu || st=1; ./build/test_simt || st=1; exit $$st
+
+# --- the rest -------------------------------------------------------------------------------------
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  g++ make curl ca-certificates libgtest-dev libboost-context-dev libstb-dev \
+	  nlohmann-json3-dev libopenblas-dev gnuplot-nox
+
+data:
+	bash data/get_cifar10.sh data
+
+clean:
+	rm -rf build vit_train vit_predict vit_bench
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,110 @@
+// common/model.h — the interface the training loop, vit_predict and the tests drive. Two
+// implementations: the CPU reference (cpu/model.h, make_cpu_model) and the CUDA model
+// (host/cuda_model.h, make_cuda_model). Same inputs, same seed => same numbers (to float
+// rounding), same dropout masks and augmentations.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/config.h"
+#include "common/params.h"
+
+namespace vit {
+
+// ---- input pipeline: uint8 images -> normalised float model input -------------------------
+// Source images are (B, channels, S, S) uint8, planar RGB: CIFAR-10 records without the label
+// byte. For image b, in this order, all in the S x S source space:
+//   crop (CropFlip):  pad `crop_pad` pixels of black (0) on every side, take an S x S window at
+//                     dx = floor(u1 * (2*pad+1)), dy = floor(u2 * (2*pad+1)):
+//                     out(y, x) = src(y + dy - pad, x + dx - pad), 0 outside the source.
+//   random-resized-crop (RrcFlip): area fraction a = 0.08 + 0.92*u3, aspect r = exp(log(3/4) +
+//                     u4*log(16/9)); w = clamp(round(S*sqrt(a*r)), 1, S), h = clamp(round(S*
+//                     sqrt(a/r)), 1, S); x0 = floor(u5*(S-w+1)), y0 = floor(u6*(S-h+1)); the
+//                     w x h box is then resampled to the output size (bilinear, below).
+//   flip (Flip, CropFlip, RrcFlip): when u0 < 0.5, out(y, x) = in(y, S-1-x).
+//   scale to [0,1] (/255), normalise (x - mean[c]) / std[c],
+//   resize to config.image_size when it differs from the (box) size: bilinear with half-pixel
+//   centres as PyTorch interpolate(align_corners=False) / OpenCV INTER_LINEAR:
+//     sx = max((x + 0.5) * in/out - 0.5, 0); x0 = floor(sx); x1 = min(x0 + 1, in - 1).
+// uk = philox_uniform(seed, SITE_AUGMENT, step, b * 8 + k). Evaluation (train=false) applies
+// none of the random steps: scale, normalise, resize only.
+enum class Augment { None, Flip, CropFlip, RrcFlip };
+
+struct InputSpec {
+  int src_size = 32;  // S: CIFAR-10 images are 32 x 32
+  Augment augment = Augment::None;
+  int crop_pad = 4;
+};
+
+struct ModelOptions {
+  uint64_t seed = 0;            // every random draw: dropout, augmentation (init is separate)
+  float label_smoothing = 0.0f;
+  InputSpec input;
+  int max_batch = 64;           // activations are planned for this many images
+  bool tf32 = true;             // CUDA: TF32 tensor-core GEMMs (off in tests)
+};
+
+struct OptimConfig {
+  enum Kind { Adam, AdamW } kind = Adam;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float weight_decay = 0.0f;  // Adam: L2 added to the gradient; AdamW: decoupled p -= lr*wd*p.
+                              // Either way only on tensors whose ParamTensor::decay is set.
+  float clip_grad = 0.0f;     // clip the global gradient norm to this; 0 = off
+};
+
+struct Metrics {
+  double loss_sum = 0;  // sum over images of the per-image loss
+  int64_t correct = 0;  // argmax(logits) == label
+  int64_t count = 0;    // images
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const Config& config() const = 0;
+  virtual const ParamLayout& layout() const = 0;
+
+  // Parameters, gradients and Adam moments as flat host arrays in layout() order
+  // (layout().total floats each).
+  virtual void get_params(float* out) const = 0;
+  virtual void set_params(const float* in) = 0;
+  virtual void get_grads(float* out) const = 0;
+  virtual void get_adam_state(float* m, float* v) const = 0;
+  virtual void set_adam_state(const float* m, const float* v) = 0;
+
+  // One batch: B <= max_batch images (B, channels, S, S) uint8 and labels (B) in host memory
+  // (pinned for the CUDA model). train=true turns dropout and augmentation on, drawn from
+  // (seed, step). Computes logits (B, K) and the loss: mean over the batch of the
+  // (label-smoothed) cross-entropy, and adds the batch to the running metrics.
+  virtual void forward(const uint8_t* images, const int32_t* labels, int B, bool train,
+                       uint64_t step) = 0;
+  // After forward(train=true): parameter gradients += d(loss)/d(param) (accumulate, so
+  // micro-batches add up; zero_grad() clears them).
+  virtual void backward() = 0;
+  virtual void zero_grad() = 0;
+  // Gradients *= grad_scale (e.g. 1/accum_steps), clip to the global norm (if set), then one
+  // Adam/AdamW update with learning rate lr; t is the 1-based update count (bias correction).
+  // Gradients are left as they are: call zero_grad() before the next accumulation.
+  virtual void optimizer_step(const OptimConfig& opt, float lr, int64_t t, float grad_scale) = 0;
+  // Global gradient norm (after grad_scale, before clipping) of the last optimizer_step.
+  virtual float last_grad_norm() = 0;
+
+  virtual void get_logits(float* out) const = 0;  // (B, K) of the last forward
+  virtual float last_loss() = 0;                  // loss of the last forward
+  virtual Metrics take_metrics() = 0;             // metrics since the last take; resets them
+
+  // Inference on already normalised float images x (B, channels, H, W) with H = W =
+  // config.image_size; writes logits (B, K). For vit_predict.
+  virtual void infer(const float* x, int B, float* logits) = 0;
+};
+
+// Weight initialisation matching each preset's PyTorch original: Linear/Conv weights
+// N(0, init_std), biases 0, LayerNorm weight 1 / bias 0, cls and pos embeddings truncated
+// normal (std init_std, cut at +-2 std). Deterministic in `seed` (Philox, SITE_INIT).
+void init_params(const Config& c, const ParamLayout& l, uint64_t seed, float* out);
+
+std::unique_ptr<Model> make_cpu_model(const Config& c, const ModelOptions& o);
+std::unique_ptr<Model> make_cuda_model(const Config& c, const ModelOptions& o);
+
+}  // namespace vit

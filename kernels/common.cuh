@@ -1,0 +1,76 @@
+// kernels/common.cuh — the one header every kernel file and every host file that
+// talks to CUDA includes.
+//
+// The same source compiles two ways:
+//   * nvcc (what `make` builds): the real CUDA runtime, cuBLAS and <<<...>>> launches;
+//   * g++ with -DVIT_SIMT against simt/ (what `make test` runs here): kernels run on the
+//     CPU, one fiber per CUDA thread, and the runtime/cuBLAS calls are CPU
+//     implementations with the same semantics (see simt/simt.h).
+// So kernels never use <<<...>>> directly: they launch through LAUNCH(), and declare
+// dynamic shared memory through VIT_DYNAMIC_SMEM(). Everything else (threadIdx,
+// __syncthreads, __shfl_xor_sync, atomicAdd, __half, ...) is spelled as in CUDA.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#if defined(__CUDACC__)
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+// Dynamic shared memory, 16-byte aligned so kernels may use float4 on it.
+#define VIT_DYNAMIC_SMEM(T, name)                                    \
+  extern __shared__ __align__(16) unsigned char vit_dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(vit_dynamic_smem_)
+#else
+#include "simt/simt.h"  // defines VIT_DYNAMIC_SMEM and simt::launch_kernel
+#endif
+
+// Storage type of parameters and activations. Accumulation is always float.
+typedef float floatX;
+
+namespace vit {
+
+// Report a failed CUDA / cuBLAS call in one line (call, file:line, what to do) and exit.
+[[noreturn]] void cuda_fail(const char* what, const char* call, const char* file, int line,
+                            bool out_of_memory);
+
+inline void cuda_check(cudaError_t err, const char* call, const char* file, int line) {
+  if (err != cudaSuccess)
+    cuda_fail(cudaGetErrorString(err), call, file, line, err == cudaErrorMemoryAllocation);
+}
+
+const char* cublas_status_name(cublasStatus_t s);
+
+inline void cublas_check(cublasStatus_t st, const char* call, const char* file, int line) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    cuda_fail(cublas_status_name(st), call, file, line, st == CUBLAS_STATUS_ALLOC_FAILED);
+}
+
+#if defined(__CUDACC__)
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
+                          dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
+  cuda_check(cudaGetLastError(), name, file, line);
+}
+#else
+using simt::launch_kernel;
+#endif
+
+inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+}  // namespace vit
+
+#define CUDA_CHECK(call) ::vit::cuda_check((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) ::vit::cublas_check((call), #call, __FILE__, __LINE__)
+
+// LAUNCH(kernel, grid, block, smem_bytes, stream, args...): kernel<<<grid, block, smem_bytes,
+// stream>>>(args...) followed by an error check that names the kernel. A templated kernel
+// must be wrapped in parentheses: LAUNCH((softmax_kernel<float, 4>), grid, ...).
+#define LAUNCH(kernel, grid, block, smem_bytes, stream, ...)                                   \
+  ::vit::launch_kernel(#kernel, __FILE__, __LINE__, kernel, dim3(grid), dim3(block), (smem_bytes), \
+                       (stream), ##__VA_ARGS__)

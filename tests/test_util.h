@@ -1,0 +1,66 @@
+// tests/test_util.h — shared by every test: float comparison against the reference, and the
+// helpers that let one CUDA test source run both under simt (g++) and on a GPU (nvcc).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace vit_test {
+
+// |a - b| <= atol + rtol * |b| elementwise, b the reference. Reports the worst element.
+template <class A, class B>
+::testing::AssertionResult allclose(const A* a, const B* b, size_t n, double rtol, double atol) {
+  size_t worst = 0, bad = 0;
+  double worst_excess = -1;
+  for (size_t i = 0; i < n; ++i) {
+    double x = (double)a[i], y = (double)b[i];
+    double excess = std::fabs(x - y) - (atol + rtol * std::fabs(y));
+    if (!(excess <= 0)) {  // also catches NaN
+      ++bad;
+      if (!(excess <= worst_excess)) { worst_excess = excess; worst = i; }
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  char buf[256];
+  snprintf(buf, sizeof buf, "%zu of %zu elements differ; worst [%zu]: %.9g vs reference %.9g (rtol %g, atol %g)",
+           bad, n, worst, (double)a[worst], (double)b[worst], rtol, atol);
+  return ::testing::AssertionFailure() << buf;
+}
+template <class A, class B>
+::testing::AssertionResult allclose(const std::vector<A>& a, const std::vector<B>& b, double rtol,
+                                    double atol) {
+  if (a.size() != b.size())
+    return ::testing::AssertionFailure() << "size " << a.size() << " vs " << b.size();
+  return allclose(a.data(), b.data(), a.size(), rtol, atol);
+}
+
+}  // namespace vit_test
+
+#if defined(__CUDACC__)
+// nvcc build: CUDA tests need a GPU and skip themselves without one.
+bool vit_test_have_gpu();
+#define VIT_REQUIRE_GPU() \
+  do { if (!vit_test_have_gpu()) GTEST_SKIP() << "no CUDA GPU"; } while (0)
+namespace vit_test {
+// On a GPU thread order is the hardware's: run once.
+inline void for_each_thread_order(const std::function<void(const char*)>& f) { f("gpu"); }
+}  // namespace vit_test
+#elif defined(VIT_SIMT)
+#include "simt/simt.h"
+#define VIT_REQUIRE_GPU() do {} while (0)
+namespace vit_test {
+// Under simt: run the body with threads between barriers in forward and in reverse order, so
+// a missing __syncthreads changes the result. Restores forward order afterwards.
+inline void for_each_thread_order(const std::function<void(const char*)>& f) {
+  simt::set_thread_order(simt::Order::Forward);
+  f("forward");
+  simt::set_thread_order(simt::Order::Reverse);
+  f("reverse");
+  simt::set_thread_order(simt::Order::Forward);
+}
+}  // namespace vit_test
+#endif
