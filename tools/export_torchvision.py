@@ -169,7 +169,11 @@ def main(argv=None):
             from torchvision.models import vision_transformer as vt
             enum = getattr(vt, "ViT_%s_Weights" % a.model[4:].upper())
             weights = enum[a.weights]
-        model = getattr(torchvision.models, a.model)(weights=weights)
+        try:
+            model = getattr(torchvision.models, a.model)(weights=weights)
+        except OSError as e:  # urllib's URLError included: no network, proxy, disk full
+            raise SystemExit("error: could not download %s %s through torchvision: %s"
+                             % (a.model, a.weights, e))
         tr = weights.transforms()
         mean, std = tuple(tr.mean), tuple(tr.std)
         names = weights.meta.get("categories")
