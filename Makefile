@@ -119,6 +119,13 @@ vit_bench: $(BENCH_SRC:%.cu=build/gpu/%.o) $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(BENCH_LIBS) $(LIBS_GPU)
 bench: vit_bench
 
+# Registers, spills, local memory, static shared memory and occupancy of every kernel, for sm_80
+# and sm_90, from ptxas (this toolkit ships no cuobjdump). gpu_rows.cu calls every launcher, so
+# compiling it instantiates every kernel.
+resources: | check-nvcc build/.headers-ok
+	@{ for a in 80 90; do $(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) -arch=sm_$$a --resource-usage \
+	     -c bench/gpu_rows.cu -o /dev/null 2>&1 || exit 1; done; } | $(PYTHON) bench/resources.py
+
 # --- tests ----------------------------------------------------------------------------------------
 # build/test_simt: every test; CUDA code runs on the CPU through simt.
 # build/test_gpu:  the CUDA tests (tests/*.cu) built by nvcc; each skips itself without a GPU.
