@@ -6,7 +6,8 @@
 // order: forward, reverse or a fresh shuffle) and resumes each until it blocks: at a
 // __syncthreads, at a warp operation whose other lanes have not all arrived, or at its exit.
 // The thread that completes a barrier or warp operation (the last to arrive) computes everyone's
-// result, marks the others ready, and carries on without switching. A round that finds nobody
+// result and marks all participants ready, itself included; they all continue in the next round,
+// so the order after every synchronisation point is the chosen one. A round that finds nobody
 // ready while some threads have not exited is a deadlock (divergent barrier, a lane that never
 // reaches a warp op...): simt aborts with a one-line description naming the kernel and block.
 //
@@ -482,8 +483,9 @@ int block_barrier(BarrierKind kind, int predicate, const char* file, int line) {
     b.threads[i].bar_result = result;
     b.threads[i].state = St::Ready;
   }
-  t->state = St::Running;
   b.at_barrier = 0;
+  // The last to arrive does not run on: everyone continues in the next round, in the chosen order.
+  yield_to_scheduler();
   return result;
 }
 
@@ -634,7 +636,8 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   complete_warp_op(wbase, mask, op);
   b.warp_waiting[w] &= ~mask;
   for (unsigned m = mask; m; m &= m - 1) b.threads[wbase + (unsigned)__builtin_ctz(m)].state = St::Ready;
-  t->state = St::Running;
+  // As for barriers: all participants continue in the next round, in the chosen order.
+  yield_to_scheduler();
   return t->result;
 }
 

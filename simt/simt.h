@@ -135,13 +135,13 @@ inline uint64_t to_bits(const T& v) {
   static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
                 "simt: warp shuffles take values of at most 8 bytes");
   uint64_t r = 0;
-  std::memcpy(&r, &v, sizeof(T));
+  std::memcpy(&r, static_cast<const void*>(&v), sizeof(T));
   return r;
 }
 template <class T>
 inline T from_bits(uint64_t r) {
   T v;
-  std::memcpy(&v, &r, sizeof(T));
+  std::memcpy(static_cast<void*>(&v), &r, sizeof(T));
   return v;
 }
 
