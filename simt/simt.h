@@ -77,6 +77,9 @@ namespace simt {
 enum class Order { Forward, Reverse, Shuffle };
 void set_thread_order(Order order, uint64_t seed = 0);
 Order thread_order();
+uint64_t thread_order_seed();
+// Back to the order SIMT_ORDER names (forward when unset), re-reading the environment.
+void reset_thread_order();
 
 // Give a device allocation a name for simt's error messages ("... of allocation 'qkv' ...").
 void name_allocation(const void* device_ptr, const char* name);

@@ -52,8 +52,15 @@ struct DevBuf {
 #endif
 
 #if defined(VIT_SIMT)
-// Runs f under each thread order (forward, reverse, two shuffles) and restores forward order.
+// Restores the thread order in effect at construction (SIMT_ORDER's, or forward).
+struct OrderGuard {
+  simt::Order order = simt::thread_order();
+  uint64_t seed = simt::thread_order_seed();
+  ~OrderGuard() { simt::set_thread_order(order, seed); }
+};
+// Runs f under each thread order (forward, reverse, two shuffles).
 void for_each_simt_order(const std::function<void(const char*)>& f) {
+  OrderGuard restore;
   simt::set_thread_order(simt::Order::Forward);
   f("forward");
   simt::set_thread_order(simt::Order::Reverse);
@@ -62,7 +69,6 @@ void for_each_simt_order(const std::function<void(const char*)>& f) {
   f("shuffle:1");
   simt::set_thread_order(simt::Order::Shuffle, 12345);
   f("shuffle:12345");
-  simt::set_thread_order(simt::Order::Forward);
 }
 #else
 void for_each_simt_order(const std::function<void(const char*)>& f) { f("gpu"); }
@@ -130,6 +136,7 @@ TEST(SimtReduce, MissingBarrierGivesWrongResultUnderReverseAndShuffle) {
   const int n = 4096;
   std::vector<float> x = exact_values(n);
   const float expect = std::accumulate(x.begin(), x.end(), 0.0f);
+  OrderGuard restore;
   simt::set_thread_order(simt::Order::Forward);
   EXPECT_EQ(run_block_sum<true>(x, 2, 256), expect);
   simt::set_thread_order(simt::Order::Reverse);
@@ -139,7 +146,6 @@ TEST(SimtReduce, MissingBarrierGivesWrongResultUnderReverseAndShuffle) {
   simt::set_thread_order(simt::Order::Shuffle, 7);
   r = run_block_sum<false>(x, 2, 256);
   EXPECT_FALSE(r == expect) << "shuffled order, missing barrier, got " << r;
-  simt::set_thread_order(simt::Order::Forward);
 }
 #endif
 
@@ -449,6 +455,72 @@ TEST(SimtAtomics, AddIncDecMinMaxCas) {
   float expect_cas = -1.0f;
   for (int t = 0; t < n; ++t) expect_cas = std::max(expect_cas, (float)((t * 31) % 977));
   EXPECT_EQ(cas_max.download()[0], expect_cas);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device math intrinsics against the host's libm (a GPU's fast intrinsics are approximate, so
+// compare with a tolerance; the integer and rounding ones are exact).
+constexpr int kMath = 28;
+__global__ void math_kernel(const float* x, float* out, int n) {
+  const int i = threadIdx.x;
+  if (i >= n) return;
+  const float v = x[i];
+  float* o = out + i * kMath;
+  o[0] = __expf(v);
+  o[1] = __logf(fabsf(v) + 1.0f);
+  o[2] = rsqrtf(fabsf(v) + 0.5f);
+  o[3] = __fdividef(v, 3.0f);
+  o[4] = erff(v);
+  o[5] = tanhf(v);
+  o[6] = __saturatef(v);
+  o[7] = fmaxf(v, 0.25f);
+  o[8] = fminf(v, 0.25f);
+  o[9] = __fmul_rn(v, 3.0f);
+  o[10] = __fadd_rn(v, 1.0f);
+  o[11] = __fmaf_rn(v, 2.0f, 1.0f);
+  o[12] = (float)__float2int_rn(v * 4.0f);  // ties to even
+  o[13] = __int2float_rn((int)(v * 10.0f));
+  o[14] = __ldg(&x[i]);
+  o[15] = max(v, -0.5f);
+  o[16] = (float)min(i, 7);
+  o[17] = __frsqrt_rn(fabsf(v) + 0.5f);
+  o[18] = __fsqrt_rn(fabsf(v));
+  o[19] = __powf(fabsf(v) + 1.0f, 1.5f);
+  o[20] = __sinf(v);
+  o[21] = __cosf(v);
+  o[22] = (float)__popc((unsigned)i * 2654435761u);
+  o[23] = (float)__clz(i + 1);
+  o[24] = (float)__ffs(i + 8);
+  o[25] = __half2float(hexp(__float2half(v)));
+  o[26] = __half2float(__hfma(__float2half(v), __float2half(2.0f), __float2half(1.0f)));
+  o[27] = __int_as_float(__float_as_int(v) ^ (int)0x80000000);  // sign flip through the bits
+}
+
+TEST(SimtMath, IntrinsicsMatchLibm) {
+  VIT_REQUIRE_GPU();
+  const std::vector<float> x = {-2.0f, -1.3f, -0.5f, -0.125f, 0.0f, 0.3f, 0.625f, 0.875f, 1.0f, 2.7f, 5.5f, 1e-3f};
+  const int n = (int)x.size();
+  DevBuf<float> dx(x), out(n * kMath);
+  LAUNCH(math_kernel, 1, 32, 0, 0, dx.p, out.p, n);
+  std::vector<float> got = out.download();
+  for (int i = 0; i < n; ++i) {
+    const float v = x[i];
+    auto half_round = [](float f) { return __half2float(__float2half(f)); };
+    const double e[kMath] = {std::exp(v), std::log(std::fabs(v) + 1.0), 1.0 / std::sqrt(std::fabs(v) + 0.5),
+                             v / 3.0, std::erf(v), std::tanh(v), std::min(1.0f, std::max(0.0f, v)),
+                             std::max(v, 0.25f), std::min(v, 0.25f), v * 3.0f, v + 1.0f,
+                             std::fma(v, 2.0f, 1.0f), std::nearbyint(v * 4.0f),
+                             (float)(int)(v * 10.0f), v, std::max(v, -0.5f), (float)std::min(i, 7),
+                             1.0 / std::sqrt(std::fabs(v) + 0.5), std::sqrt(std::fabs(v)),
+                             std::pow(std::fabs(v) + 1.0, 1.5), std::sin(v), std::cos(v),
+                             (float)__builtin_popcount((unsigned)i * 2654435761u),
+                             (float)__builtin_clz((unsigned)i + 1), (float)__builtin_ffs(i + 8),
+                             std::exp((double)half_round(v)), half_round(std::fma(half_round(v), 2.0f, 1.0f)), -v};
+    for (int k = 0; k < kMath; ++k) {
+      const double tol = (k == 25 || k == 26) ? 2e-3 * std::fabs(e[k]) + 1e-3 : 2e-6 * std::fabs(e[k]) + 2e-6;
+      EXPECT_NEAR(got[i * kMath + k], e[k], tol) << "function " << k << " at x = " << v;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,16 +889,20 @@ TEST(SimtLaunch, ConcurrentHostThreads) {
 // ---------------------------------------------------------------------------------------------
 // simt only: the thread order itself, and the loud failures.
 __global__ void order_kernel(int* counter, int* order) { order[atomicAdd(counter, 1)] = threadIdx.x; }
+// The order in which the n threads of one block ran.
+std::vector<int> run_order_kernel(int n) {
+  DevBuf<int> counter(1), order(n);
+  counter.zero();
+  LAUNCH(order_kernel, 1, n, 0, 0, counter.p, order.p);
+  return order.download();
+}
 
 TEST(SimtOrder, ForwardReverseShuffle) {
   const int n = 64;
+  OrderGuard restore;
   auto run = [&](simt::Order o, uint64_t seed) {
     simt::set_thread_order(o, seed);
-    DevBuf<int> counter(1), order(n);
-    counter.zero();
-    LAUNCH(order_kernel, 1, n, 0, 0, counter.p, order.p);
-    simt::set_thread_order(simt::Order::Forward);
-    return order.download();
+    return run_order_kernel(n);
   };
   std::vector<int> fwd = run(simt::Order::Forward, 0), rev = run(simt::Order::Reverse, 0);
   std::vector<int> sh1 = run(simt::Order::Shuffle, 1), sh1b = run(simt::Order::Shuffle, 1),
@@ -841,6 +917,34 @@ TEST(SimtOrder, ForwardReverseShuffle) {
   std::vector<int> sorted = sh1;
   std::sort(sorted.begin(), sorted.end());
   EXPECT_EQ(sorted, fwd);  // a permutation
+}
+
+TEST(SimtOrder, EnvironmentVariable) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  OrderGuard restore;
+  const char* old = getenv("SIMT_ORDER");
+  std::string saved = old ? old : "";
+  std::vector<int> fwd(32), rev(32);
+  for (int i = 0; i < 32; ++i) fwd[i] = i, rev[i] = 31 - i;
+  setenv("SIMT_ORDER", "reverse", 1);
+  simt::reset_thread_order();
+  EXPECT_EQ(simt::thread_order(), simt::Order::Reverse);
+  EXPECT_EQ(run_order_kernel(32), rev);
+  setenv("SIMT_ORDER", "shuffle:99", 1);
+  simt::reset_thread_order();
+  EXPECT_EQ(simt::thread_order(), simt::Order::Shuffle);
+  EXPECT_EQ(simt::thread_order_seed(), 99u);
+  std::vector<int> from_env = run_order_kernel(32);
+  simt::set_thread_order(simt::Order::Shuffle, 99);
+  EXPECT_EQ(run_order_kernel(32), from_env);
+  unsetenv("SIMT_ORDER");
+  simt::reset_thread_order();
+  EXPECT_EQ(run_order_kernel(32), fwd);
+  setenv("SIMT_ORDER", "sideways", 1);
+  EXPECT_DEATH(simt::reset_thread_order(), "SIMT_ORDER=sideways: expected forward, reverse or shuffle");
+  if (old) setenv("SIMT_ORDER", saved.c_str(), 1);
+  else unsetenv("SIMT_ORDER");
+  simt::reset_thread_order();
 }
 
 // A host thread_local survives kernel launches (simt borrows the TLS block for __shared__).
@@ -886,10 +990,24 @@ __global__ void smem_overrun_kernel(float* x) {
   s[threadIdx.x] = 1.0f;  // one float per thread, but the launch gives 16 bytes
 }
 
+__global__ void null_write_kernel(float* x) {
+  if (threadIdx.x == 3) *(volatile float*)x = 1.0f;  // x is null
+}
+__device__ int deep_recursion(int n) {
+  volatile char pad[1024];
+  pad[n % 1024] = (char)n;
+  return n == 0 ? 0 : deep_recursion(n - 1) + pad[n % 1024];
+}
+__global__ void stack_overflow_kernel(float* x) {
+  if (threadIdx.x == 1) x[0] = (float)deep_recursion(1 << 20);
+}
+
 // One block of `threads` threads (a macro, so that LAUNCH sees the kernel's name).
 #define LAUNCH1(kernel, threads, x) LAUNCH(kernel, 1, threads, 0, 0, x)
 
 TEST(SimtDeathTest, DivergentBarrierAbortsNamingKernelAndBlock) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
+  OrderGuard restore;
   float* x;
   CUDA_CHECK(cudaMalloc(&x, 64 * sizeof(float)));
   EXPECT_DEATH(LAUNCH1(divergent_barrier_kernel, 32, x),
@@ -897,13 +1015,13 @@ TEST(SimtDeathTest, DivergentBarrierAbortsNamingKernelAndBlock) {
                "reached by 16 of 32 threads; 16 exited");
   simt::set_thread_order(simt::Order::Reverse);
   EXPECT_DEATH(LAUNCH1(divergent_barrier_kernel, 32, x), "divergent_barrier_kernel.*16 of 32");
-  simt::set_thread_order(simt::Order::Forward);
   EXPECT_DEATH(LAUNCH1(two_barriers_kernel, 32, x),
                "simt: divergent barrier in kernel two_barriers_kernel.*test_simt.cu:[0-9]+ while.*test_simt.cu:[0-9]+");
   CUDA_CHECK(cudaFree(x));
 }
 
 TEST(SimtDeathTest, WarpOpDeadlocksAbort) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
   float* x;
   CUDA_CHECK(cudaMalloc(&x, 64 * sizeof(float)));
   vit_test::for_each_thread_order([&](const char*) {
@@ -963,6 +1081,7 @@ void smem_overrun() {
 }
 
 TEST(SimtDeathTest, OutOfBoundsAccessesAreReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
   EXPECT_DEATH(oob_write(100),
                "simt: out-of-bounds write by kernel oob_write_kernel.*'victim'.*400 bytes.*offsets "
                "\\[400, 403\\] \\(0 to 3 bytes past its end\\)");
@@ -976,7 +1095,19 @@ TEST(SimtDeathTest, OutOfBoundsAccessesAreReported) {
   EXPECT_DEATH(smem_overrun(), "dynamic shared memory overrun in kernel smem_overrun_kernel");
 }
 
+TEST(SimtDeathTest, CrashesInsideKernelsNameTheThread) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
+  float* x;
+  CUDA_CHECK(cudaMalloc(&x, 4));
+  EXPECT_DEATH(LAUNCH1(null_write_kernel, 32, nullptr),
+               "simt: segmentation fault in kernel null_write_kernel .*block \\(0,0,0\\) thread \\(3,0,0\\)");
+  EXPECT_DEATH(LAUNCH1(stack_overflow_kernel, 32, x),
+               "simt: segmentation fault \\(fiber stack overflow.*in kernel stack_overflow_kernel .*thread \\(1,0,0\\)");
+  CUDA_CHECK(cudaFree(x));
+}
+
 TEST(SimtDeathTest, LaunchErrorThroughLaunchMacroExits) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
   float* x;
   CUDA_CHECK(cudaMalloc(&x, 4));
   EXPECT_EXIT(LAUNCH1(noop_kernel, 2000, x), ::testing::ExitedWithCode(1),
