@@ -7,6 +7,7 @@
 #   make resources  registers / spills / shared memory per kernel from ptxas
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
 #   make data       download and verify CIFAR-10 into data/
+#   make weights    export torchvision's ImageNet vit_b_16 to vit_b_16.safetensors (needs torch)
 #
 # Layout of the build (one rule per kind of source):
 #   common/*.cpp cpu/*.cpp   plain C++ (config, weights, reference model)   g++  -> build/cpu/
@@ -51,7 +52,7 @@ endif
 
 # --- sources ------------------------------------------------------------------------------
 MAINS      := host/vit_train.cu host/vit_predict.cu
-PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp)
+PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp bench/*.cpp)
 HOST_SRC   := $(filter-out $(MAINS),$(wildcard host/*.cu))
 SIMT_SRC   := $(wildcard simt/*.cpp)
 TEST_CU    := $(wildcard tests/*.cu)
@@ -108,6 +109,24 @@ vit_train: build/gpu/host/vit_train.o $(HOST_GPU) $(PLAIN_OBJ)
 vit_predict: build/gpu/host/vit_predict.o $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
 
+# vit_bench links cuDNN when its header and library are found (its baselines), else goes without.
+CUDNN_H    := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
+BENCH_CUDNN := $(if $(CUDNN_H),-DVIT_HAVE_CUDNN,)
+BENCH_LIBS  := $(if $(CUDNN_H),-lcudnn,)
+build/gpu/bench/%.o: bench/%.cu | check-nvcc build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) $(GENCODE) -c $< -o $@
+vit_bench: $(BENCH_SRC:%.cu=build/gpu/%.o) $(HOST_GPU) $(PLAIN_OBJ)
+	$(NVCC) $(GENCODE) -o $@ $^ $(BENCH_LIBS) $(LIBS_GPU)
+bench: vit_bench
+
+# Registers, spills, local memory, static shared memory and occupancy of every kernel, for sm_80
+# and sm_90, from ptxas (this toolkit ships no cuobjdump). gpu_rows.cu calls every launcher, so
+# compiling it instantiates every kernel.
+resources: | check-nvcc build/.headers-ok
+	@{ for a in 80 90; do $(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) -arch=sm_$$a --resource-usage \
+	     -c bench/gpu_rows.cu -o /dev/null 2>&1 || exit 1; done; } | $(PYTHON) bench/resources.py
+
 # --- tests ----------------------------------------------------------------------------------------
 # build/test_simt: every test; CUDA code runs on the CPU through simt.
 # build/test_gpu:  the CUDA tests (tests/*.cu) built by nvcc; each skips itself without a GPU.
@@ -133,6 +152,15 @@ deps:
 
 data:
 	bash data/get_cifar10.sh data
+
+# torchvision's ImageNet ViT-B/16 (IMAGENET1K_V1) as safetensors, for --init ... --new-head.
+# Uses the first of $(PYTHON), /usr/bin/python3 that can import torch and torchvision.
+weights: vit_b_16.safetensors
+vit_b_16.safetensors:
+	@for py in $(PYTHON) /usr/bin/python3; do \
+	  if $$py -c 'import torch, torchvision' >/dev/null 2>&1; then \
+	    exec $$py tools/export_torchvision.py --model vit_b_16 --weights IMAGENET1K_V1 -o $@; fi; done; \
+	echo "error: make weights needs torch and torchvision: apt install python3-torchvision (Debian/Ubuntu) or pip install torch torchvision" >&2; exit 1
 
 clean:
 	rm -rf build vit_train vit_predict vit_bench
