@@ -51,7 +51,9 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
   const double norm = vit::ref::global_grad_norm(g.data(), n, c.grad_scale);
   o.clip_grad = (float)(c.clip_rel * norm);
   const float coef = vit::ref::clip_coefficient(norm, o.clip_grad);
-  if (c.clip_rel > 0 && c.clip_rel < 1) EXPECT_LT(coef, 1.0f);  // the case means to clip
+  if (c.clip_rel > 0 && c.clip_rel < 1) {
+    EXPECT_LT(coef, 1.0f);  // the case means to clip
+  }
   vector<float> rp = p0, rm = m0, rv = v0;
   for (const auto& s : spans)
     vit::ref::adam_update(rp.data() + s.offset, g.data() + s.offset, rm.data() + s.offset,

@@ -4,9 +4,10 @@
 // orders, and bitwise identical across two runs.
 // The kernel's dx ACCUMULATES while the reference's writes: dx starts at random values d0 and the
 // expectation is d0 + ref dx. dw/db accumulate in both: both start from the same random values.
-// Tolerances: the reference computes row statistics in double, the kernel in float with a
-// different summation order; measured differences are ~1e-6 relative. rtol 1e-5, atol 1e-5 on
-// O(1) values (atol covers entries that happen to be near zero).
+// Tolerances: the reference computes row statistics in double, the kernel in float; dw/db are
+// sums over up to 394 rows, summed sequentially in float by the reference and in chunks here.
+// Measured under simt: y, dx within ~3e-7 relative; dw/db up to ~3e-6 relative (sums of terms
+// that cancel). rtol 1e-5, atol 1e-5 on O(1..30) values (atol covers entries near zero).
 #include <gtest/gtest.h>
 
 #include <vector>
