@@ -57,6 +57,16 @@
 #include "common/philox.h"
 #include "kernels/common.cuh"
 
+// Loop unrolling matters for nvcc (per-tile score arrays must live in registers); g++ (simt)
+// does not know the pragma and would warn.
+#if defined(__CUDACC__)
+#define ATTN_UNROLL _Pragma("unroll")
+#define ATTN_UNROLL4 _Pragma("unroll 4")
+#else
+#define ATTN_UNROLL
+#define ATTN_UNROLL4
+#endif
+
 namespace vit {
 namespace attn_detail {
 
@@ -76,17 +86,17 @@ __device__ __forceinline__ int chunk_feat(int g, int c) { return 4 * (g + G * c)
 // zeros when !ok.
 template <int G>
 __device__ __forceinline__ void load_row(float (&r)[kFeat], const float* row, int g, bool ok) {
-#pragma unroll
+ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c)
-#pragma unroll
+ATTN_UNROLL
     for (int e = 0; e < 4; ++e) r[4 * c + e] = ok ? row[chunk_feat<G>(g, c) + e] : 0.0f;
 }
 
 template <int G>
 __device__ __forceinline__ void store_row(float* row, const float (&r)[kFeat], int g, float mul) {
-#pragma unroll
+ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c)
-#pragma unroll
+ATTN_UNROLL
     for (int e = 0; e < 4; ++e) row[chunk_feat<G>(g, c) + e] = r[4 * c + e] * mul;
 }
 
@@ -94,7 +104,7 @@ __device__ __forceinline__ void store_row(float* row, const float (&r)[kFeat], i
 template <int G>
 __device__ __forceinline__ float dot_partial(const float (&a)[kFeat], const float* srow, int g) {
   float acc = 0.0f;
-#pragma unroll
+ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c) {
     const float4 x = *reinterpret_cast<const float4*>(srow + chunk_feat<G>(g, c));
     acc = fmaf(a[4 * c + 0], x.x, acc);
@@ -108,7 +118,7 @@ __device__ __forceinline__ float dot_partial(const float (&a)[kFeat], const floa
 // acc += w * (lane g's features of a shared-memory row)
 template <int G>
 __device__ __forceinline__ void axpy_row(float (&acc)[kFeat], float w, const float* srow, int g) {
-#pragma unroll
+ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c) {
     const float4 x = *reinterpret_cast<const float4*>(srow + chunk_feat<G>(g, c));
     acc[4 * c + 0] = fmaf(w, x.x, acc[4 * c + 0]);
@@ -122,13 +132,13 @@ __device__ __forceinline__ void axpy_row(float (&acc)[kFeat], float w, const flo
 // float addition is commutative and each level adds the same two partials).
 template <int G>
 __device__ __forceinline__ float group_sum(float v) {
-#pragma unroll
+ATTN_UNROLL
   for (int off = G / 2; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
   return v;
 }
 template <int G>
 __device__ __forceinline__ uint32_t group_or(uint32_t v) {
-#pragma unroll
+ATTN_UNROLL
   for (int off = G / 2; off > 0; off >>= 1) v |= __shfl_xor_sync(kFull, v, off);
   return v;
 }
@@ -167,7 +177,7 @@ __global__ void attention_forward_kernel(const float* __restrict__ qkv, float* _
 
   float q[kFeat], o[kFeat];  // q_i, unnormalised sum_j exp(S_ij - m) M_ij v_j
   load_row<G>(q, qh + (size_t)i * C3, g, row_ok);
-#pragma unroll
+ATTN_UNROLL
   for (int e = 0; e < kFeat; ++e) o[e] = 0.0f;
   float m = -INFINITY, l = 0.0f;  // running max and sum of exp(S - m) (undropped)
 
@@ -178,10 +188,10 @@ __global__ void attention_forward_kernel(const float* __restrict__ qkv, float* _
     __syncthreads();
 
     float s[TILE];
-#pragma unroll
+ATTN_UNROLL
     for (int jj = 0; jj < TILE; ++jj) s[jj] = dot_partial<G>(q, Ks + jj * HD, g);
     float mt = m;
-#pragma unroll
+ATTN_UNROLL
     for (int jj = 0; jj < TILE; ++jj) {
       s[jj] = j0 + jj < T ? group_sum<G>(s[jj]) * scale : -INFINITY;
       mt = fmaxf(mt, s[jj]);
@@ -196,9 +206,9 @@ __global__ void attention_forward_kernel(const float* __restrict__ qkv, float* _
     }
     const float alpha = expf(m - mt);  // 0 on the first tile (m = -inf, mt finite)
     l *= alpha;
-#pragma unroll
+ATTN_UNROLL
     for (int e = 0; e < kFeat; ++e) o[e] *= alpha;
-#pragma unroll
+ATTN_UNROLL
     for (int jj = 0; jj < TILE; ++jj) {
       const float p = expf(s[jj] - mt);  // 0 for keys past T
       l += p;
@@ -248,13 +258,13 @@ __global__ void attention_backward_dq_kernel(const float* __restrict__ dout,
     float o[kFeat];
     load_row<G>(o, out + orow, g, row_ok);
     Di = 0.0f;
-#pragma unroll
+ATTN_UNROLL
     for (int e = 0; e < kFeat; ++e) Di = fmaf(dO[e], o[e], Di);
     Di = group_sum<G>(Di);
   }
   if (row_ok && g == 0) Dbuf[bh * T + i] = Di;
   const float lse_i = row_ok ? lse[bh * T + i] : 0.0f;
-#pragma unroll
+ATTN_UNROLL
   for (int e = 0; e < kFeat; ++e) dq[e] = 0.0f;
 
   for (int j0 = 0; j0 < T; j0 += TILE) {
@@ -273,7 +283,7 @@ __global__ void attention_backward_dq_kernel(const float* __restrict__ dout,
     }
     // No tile-wide score array here (unlike the forward, P_ij = exp(S_ij - lse_i) needs no
     // running max): one key at a time keeps register pressure low.
-#pragma unroll 4
+ATTN_UNROLL4
     for (int jj = 0; jj < TILE; ++jj) {
       const float sj = group_sum<G>(dot_partial<G>(q, Ks + jj * HD, g)) * scale;    // S_ij
       const float dpj = group_sum<G>(dot_partial<G>(dO, Vs + jj * HD, g));          // dP'_ij
@@ -315,7 +325,7 @@ __global__ void attention_backward_dkdv_kernel(const float* __restrict__ dout,
   float k[kFeat], v[kFeat], dk[kFeat], dv[kFeat];
   load_row<G>(k, qh + (size_t)j * C3 + C, g, key_ok);
   load_row<G>(v, qh + (size_t)j * C3 + 2 * (size_t)C, g, key_ok);
-#pragma unroll
+ATTN_UNROLL
   for (int e = 0; e < kFeat; ++e) dk[e] = dv[e] = 0.0f;
 
   for (int i0 = 0; i0 < T; i0 += TILE) {
@@ -337,7 +347,7 @@ __global__ void attention_backward_dkdv_kernel(const float* __restrict__ dout,
           keep |= 1u << ii;
       keep = group_or<G>(keep);
     }
-#pragma unroll 4
+ATTN_UNROLL4
     for (int ii = 0; ii < TILE; ++ii) {
       const float si = group_sum<G>(dot_partial<G>(k, Qs + ii * HD, g)) * scale;   // S_ij
       const float dpi = group_sum<G>(dot_partial<G>(v, dOs + ii * HD, g));         // dP'_ij
@@ -437,3 +447,6 @@ inline void attention_backward(cudaStream_t st, const float* dout, const float* 
 }
 
 }  // namespace vit
+
+#undef ATTN_UNROLL
+#undef ATTN_UNROLL4
