@@ -1,0 +1,60 @@
+// common/cifar.h — the CIFAR-10 binary distribution: reading and validating a split.
+//
+// A dataset directory holds data_batch_1.bin .. data_batch_5.bin (train), test_batch.bin (test)
+// and batches.meta.txt (one class name per line). Each .bin file is a sequence of records of
+// 1 label byte + 3072 image bytes (R, G, B planes of 32 x 32, row-major). Any whole number of
+// records per file is accepted, so small datasets in the same format (tests, demos) work.
+//
+// Reading is two passes so the caller chooses where the pixels live (the loader puts the whole
+// split in pinned host memory): probe_split() checks that the files exist and have whole
+// records and counts them; read_split() fills caller memory and checks every label.
+// Every problem is a vit::Error with one line naming the file and what to do.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vit {
+
+constexpr int CIFAR_IMAGE_SIZE = 32;
+constexpr int CIFAR_IMAGE_BYTES = 3 * 32 * 32;           // 3072
+constexpr int CIFAR_RECORD_BYTES = 1 + CIFAR_IMAGE_BYTES;  // 3073
+
+enum class Split { Train, Test };
+
+struct SplitFiles {
+  std::vector<std::string> paths;   // in reading order
+  std::vector<int64_t> records;     // per file
+  int64_t total = 0;                // sum of records
+};
+
+// The file names of a split (data_batch_1..5.bin | test_batch.bin), without directory.
+std::vector<std::string> split_file_names(Split s);
+const char* split_name(Split s);  // "train" | "test"
+
+// Checks `dir` exists, every file of the split exists and is a whole number of records, and the
+// split is not empty. Throws vit::Error otherwise.
+SplitFiles probe_split(const std::string& dir, Split s);
+
+// Reads the records of `f` into images (total * 3072 bytes, record order) and labels (total).
+// A label >= classes throws vit::Error naming the file and record.
+void read_split(const SplitFiles& f, int classes, uint8_t* images, int32_t* labels);
+
+// Convenience: probe + read into vectors.
+struct SplitData {
+  std::vector<uint8_t> images;  // (N, 3, 32, 32)
+  std::vector<int32_t> labels;  // (N)
+  int64_t size() const { return (int64_t)labels.size(); }
+};
+SplitData load_split(const std::string& dir, Split s, int classes);
+
+// Class names from dir/batches.meta.txt (blank lines dropped). When the file is missing:
+// "class 0" .. "class K-1". More names than `classes` is fine (extra ignored); fewer → the
+// missing ones are named "class N".
+std::vector<std::string> read_class_names(const std::string& dir, int classes);
+
+// Writes records (labels[i], images[i*3072 ...]) to `path` (for generated datasets and tests).
+void write_cifar_file(const std::string& path, const uint8_t* images, const int32_t* labels,
+                      int64_t n);
+
+}  // namespace vit
