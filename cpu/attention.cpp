@@ -15,7 +15,7 @@ void attention_forward(const T* qkv, T* out, T* probs, int B, int Tn, int C, int
   const int hd = C / NH, C3 = 3 * C;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const T* q = qkv + (size_t)b * Tn * C3 + h * hd;  // row i at q + i*C3
@@ -62,7 +62,7 @@ void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, in
   const int hd = C / NH, C3 = 3 * C;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const size_t row0 = (size_t)b * Tn;

@@ -1,4 +1,5 @@
 #include "cpu/dropout.h"
+#include "cpu/scratch.h"
 
 #include "common/philox.h"
 
@@ -13,7 +14,7 @@ void dropout_forward(const T* x, T* y, size_t n, float p, uint64_t seed, uint32_
     return;
   }
   const T s = (T)dropout_scale(p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) y[i] = dropout_keep(seed, site, step, i, p) ? x[i] * s : T(0);
 }
 

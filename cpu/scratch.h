@@ -1,10 +1,14 @@
-// cpu/scratch.h — per-thread workspace that grows and is then reused, so the ops of the
+// cpu/scratch.h — the parallel-loop threshold and per-thread workspace that grows and is then reused, so the ops of the
 // reference need no workspace argument and allocate nothing once the largest batch has run.
 #pragma once
 #include <cstddef>
 #include <vector>
 
 namespace vit::ref {
+
+// OpenMP loops run in parallel only from this much work (elements touched) up: below it the
+// fork/join costs more than the loop, and on a loaded machine much more.
+constexpr size_t kParallelMin = 1 << 15;
 
 // A buffer of at least n elements, private to the calling thread (OpenMP threads included).
 // `slot` tells apart buffers one op needs at the same time. Contents are unspecified.
