@@ -6,7 +6,7 @@
 //             L x [LN1 -> QKV matmul -> attention -> proj matmul -> dropout+residual ->
 //                  LN2 -> FC1 matmul+bias+GELU -> FC2 matmul -> dropout+residual] ->
 //             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
-//             (+ dlogits when training; loss sum and correct count accumulate on the device)
+//             (+ dlogits; loss sum and correct count accumulate on the device)
 //   backward  the same in reverse with the backward launchers; parameter gradients +=.
 //   optimizer grad_norm_clip -> adam_update, each one launch over the flat buffers.
 // The host never waits for the GPU inside a step: results are read back only by get_*(),
@@ -233,7 +233,8 @@ class CudaModel final : public Model {
     CUBLAS_CHECK(cublasSetMathMode(cublas_, o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
-    // padding between tensors then stays 0 through every Adam step).
+    // padding between tensors then stays 0 through every Adam step); the parameters then get
+    // init_params(seed), as the CPU model's do.
     float** flat[4] = {&params_, &grads_, &m_, &v_};
     for (float** p : flat) {
       CUDA_CHECK(cudaMalloc((void**)p, n * sizeof(float)));
@@ -266,7 +267,9 @@ class CudaModel final : public Model {
                                cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `spans` (pageable) is freed on return
+    std::vector<float> init(n, 0.0f);
+    init_params(cfg_, layout_, o.seed, init.data());
+    upload(params_, init.data(), n);  // synchronises: `spans` and `init` are freed on return
   }
 
   ~CudaModel() override {
@@ -306,6 +309,7 @@ class CudaModel final : public Model {
   void forward(const uint8_t* images, const int32_t* labels, int B, bool train,
                uint64_t step) override {
     check_batch(B);
+    if (!images || !labels) throw Error("CudaModel::forward needs images and labels");
     const int s = slot_;
     slot_ ^= 1;
     // Stage the batch (the caller may reuse its buffers as soon as we return).
@@ -324,27 +328,28 @@ class CudaModel final : public Model {
 
     input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
     encoder_forward(B, train, step);
-    xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses,
-                          train ? act_.dlogits : nullptr, act_.metrics, B, dims_.K,
-                          opt_.label_smoothing, 1.0f / (float)B);
+    // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
+    // the CPU model, and gives the gradient without dropout.
+    xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses, act_.dlogits,
+                          act_.metrics, B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
     CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
 
     last_B_ = B;
     last_step_ = step;
-    have_train_forward_ = train;
-    have_loss_ = true;
+    last_train_ = train;
+    have_forward_ = true;
     metric_count_ += B;
   }
 
   void backward() override {
-    if (!have_train_forward_)
-      throw Error("CudaModel::backward() needs a forward(train=true) first");
+    if (!have_forward_) throw Error("CudaModel::backward() needs a forward() first");
     const Dims d = dims_of(cfg_, opt_, last_B_);  // the actual batch
     const ParamLayout& P = layout_;
     const int NT = d.B * d.T;
     const size_t n = d.BTC();
     const uint64_t seed = opt_.seed, step = last_step_;
-    const float p_hidden = cfg_.dropout, p_attn = cfg_.attn_dropout;
+    const float p_hidden = last_train_ ? cfg_.dropout : 0.0f;
+    const float p_attn = last_train_ ? cfg_.attn_dropout : 0.0f;
     float* g = grads_;
     const float* w = params_;
     Activations& a = act_;
@@ -414,7 +419,7 @@ class CudaModel final : public Model {
   }
 
   float last_loss() override {
-    if (!have_loss_) return 0.0f;
+    if (last_B_ == 0) return NAN;  // no forward yet (as the CPU model)
     std::vector<float> losses(last_B_);
     download(losses.data(), act_.losses, losses.size());
     double sum = 0;
@@ -447,8 +452,8 @@ class CudaModel final : public Model {
                                  stream_));
       CUDA_CHECK(cudaStreamSynchronize(stream_));  // x and logits are the caller's (pageable)
     }
-    // The saved activations are now infer()'s, not those of the last training forward.
-    have_train_forward_ = false;
+    // The saved activations are now infer()'s, not those of the last forward.
+    have_forward_ = false;
   }
 
  private:
@@ -608,8 +613,8 @@ class CudaModel final : public Model {
 
   int last_B_ = 0;
   uint64_t last_step_ = 0;
-  bool have_train_forward_ = false;
-  bool have_loss_ = false;
+  bool last_train_ = false;
+  bool have_forward_ = false;  // activations and dlogits of a forward() are in place
   int64_t metric_count_ = 0;
 };
 

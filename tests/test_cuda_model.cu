@@ -177,7 +177,12 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
   // Evaluation forward: no dropout, no augmentation.
   for (Model* m : {gpu.get(), cpu.get()}) m->forward(img2.data(), y2.data(), B, false, 8);
   compare_forward("eval forward");
-  EXPECT_THROW(gpu->backward(), Error) << "backward after an eval forward";
+  // backward() after an eval forward: the gradient without dropout, as on the CPU model.
+  for (Model* m : {gpu.get(), cpu.get()}) {
+    m->zero_grad();
+    m->backward();
+  }
+  compare_grads("eval forward");
 
   // infer() on already normalised float input.
   const size_t img_floats = (size_t)3 * c.image_size * c.image_size;
@@ -186,6 +191,7 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
   gpu->infer(x.data(), B, lg.data());
   cpu->infer(x.data(), B, lc.data());
   EXPECT_TRUE(allclose(lg, lc, tol.logits.rtol, tol.logits.atol)) << "infer logits";
+  EXPECT_THROW(gpu->backward(), Error) << "infer() replaced the forward's activations";
 }
 
 Config tiny() { return preset("tiny"); }
@@ -319,6 +325,22 @@ TEST(CudaModel, ThreeStepsTwiceBitwiseIdentical) {
     EXPECT_NE(0, memcmp(runs[0][t].data(), p0.data(), L.total * sizeof(float)))
         << "step " << t + 1 << " did not change the parameters";
   }
+}
+
+// A fresh model holds init_params(options.seed), as the CPU model does; zero Adam state.
+TEST(CudaModel, FreshModelHasInitParams) {
+  VIT_REQUIRE_GPU();
+  Config c = tiny();
+  const ModelOptions o = options(2, Augment::None, 0.0f);
+  std::unique_ptr<Model> gpu = make_cuda_model(c, o);
+  std::unique_ptr<Model> cpu = make_cpu_model(c, o);
+  const size_t n = cpu->layout().total;
+  std::vector<float> a(n), b(n), m(n), v(n);
+  gpu->get_params(a.data());
+  cpu->get_params(b.data());
+  EXPECT_EQ(0, memcmp(a.data(), b.data(), n * sizeof(float)));
+  gpu->get_adam_state(m.data(), v.data());
+  for (size_t i = 0; i < n; ++i) ASSERT_TRUE(m[i] == 0.0f && v[i] == 0.0f) << "element " << i;
 }
 
 TEST(CudaModel, RejectsBatchLargerThanPlanned) {
