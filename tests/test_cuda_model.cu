@@ -21,6 +21,7 @@
 #include "common/model.h"
 #include "common/params.h"
 #include "common/philox.h"
+#include "cpu/optim.h"
 #include "host/cuda_model.h"
 #include "kernels/common.cuh"
 #include "tests/test_util.h"
@@ -68,6 +69,24 @@ std::vector<float> make_params(const Config& c, const ParamLayout& l, uint64_t s
   return ::testing::AssertionSuccess();
 }
 
+// |got - ref| <= rtol * scale[i] for every element: `scale` is the magnitude of the operands
+// that formed the value, so the bound covers rounding where they cancel. Names the tensor.
+::testing::AssertionResult close_to_scale(const ParamLayout& l, const std::vector<float>& got,
+                                          const std::vector<float>& ref,
+                                          const std::vector<double>& scale, double rtol,
+                                          const std::string& what) {
+  for (const ParamTensor& t : l.tensors)
+    for (size_t i = t.offset; i < t.offset + t.numel; ++i) {
+      const double err = std::fabs((double)got[i] - (double)ref[i]);
+      if (!(err <= rtol * scale[i]))
+        return ::testing::AssertionFailure()
+               << what << " of " << t.name << "[" << i - t.offset << "]: " << got[i]
+               << " vs reference " << ref[i] << " (error " << err << " > " << rtol << " * "
+               << scale[i] << ")";
+    }
+  return ::testing::AssertionSuccess();
+}
+
 struct Tol {
   double rtol, atol;
 };
@@ -76,14 +95,13 @@ struct StepTol {
   Tol loss{1e-5, 1e-6};
   Tol logits{1e-5, 1e-5};
   Tol grads{1e-4, 1e-6};
-  Tol params{1e-5, 1e-6};  // after an update of lr 1e-3
-  Tol moments{1e-4, 1e-9};
 };
 
 // Runs the same sequence on the CUDA and the CPU model and compares after every stage:
 //   step A: forward(batch 1) + backward, forward(batch 2) + backward (accumulating),
 //           optimizer_step(t=1, grad_scale=1/2)
-//   step B: zero_grad, forward(batch 1, other step) + backward, optimizer_step(t=2)
+//   step B: zero_grad, forward(batch 1, other step) + backward, optimizer_step(t=2) from the
+//           state step A left (non-zero moments)
 //   metrics of the three training forwards; an eval forward; infer() on normalised input.
 void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, int B,
                       const StepTol& tol, bool check_clip_active) {
@@ -123,23 +141,61 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
     cpu->get_grads(b.data());
     EXPECT_TRUE(tensors_close(L, a, b, tol.grads.rtol, tol.grads.atol, "gradient"));
   };
-  auto compare_update = [&](const char* what) {
+  // The optimizer stage. Adam's first step moves each parameter by about lr*g/(|g|+eps): a
+  // gradient that is tiny (or cancels against weight decay) turns its FP32 rounding into a
+  // step error of a good fraction of lr, so an elementwise comparison of the two models' updated
+  // parameters cannot be tight. The stage is therefore checked on its own inputs: the CUDA
+  // model's update from its own gradients and state against the reference optimizer
+  // (cpu/optim, which the CPU model runs) on the same numbers — tight; the gradients themselves
+  // were compared with the CPU model's above. Then the CPU model's state is copied into the
+  // CUDA model, so the next stage starts from identical parameters and moments.
+  std::vector<float> g_gpu(n), p_prev(n), m_prev(n), v_prev(n), pe(n), me(n), ve(n);
+  auto before_update = [&]() {
+    gpu->get_grads(g_gpu.data());
+    gpu->get_params(p_prev.data());
+    gpu->get_adam_state(m_prev.data(), v_prev.data());
+  };
+  auto check_update = [&](const char* what, float lr, int64_t t, float grad_scale) {
     SCOPED_TRACE(what);
+    pe = p_prev;
+    me = m_prev;
+    ve = v_prev;
+    const double norm = ref::global_grad_norm(g_gpu.data(), n, grad_scale);
+    const float coef = ref::clip_coefficient(norm, opt.clip_grad);
+    for (const ParamTensor& pt : L.tensors)
+      ref::adam_update(pe.data() + pt.offset, g_gpu.data() + pt.offset, me.data() + pt.offset,
+                       ve.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
     const float ng = gpu->last_grad_norm(), nc = cpu->last_grad_norm();
-    EXPECT_NEAR(ng, nc, 1e-5 * nc) << "global gradient norm";
-    if (check_clip_active) EXPECT_GT(nc, opt.clip_grad) << "the test means clipping to be active";
+    EXPECT_NEAR(ng, norm, 1e-6 * norm) << "global gradient norm vs the reference on the same grads";
+    EXPECT_NEAR(ng, nc, 1e-5 * nc) << "global gradient norm vs the CPU model";
+    if (check_clip_active) {
+      EXPECT_LT(coef, 1.0f) << "the test means clipping to be active";
+    }
     gpu->get_params(a.data());
-    cpu->get_params(b.data());
-    EXPECT_TRUE(tensors_close(L, a, b, tol.params.rtol, tol.params.atol, "updated parameter"));
+    gpu->get_adam_state(a2.data(), b2.data());
+    // Bounds relative to the operands: m = b1*m + (1-b1)*g' can cancel to near 0, and the
+    // clip coefficient (float on the device, from a double norm here) differs by ~1e-7.
+    std::vector<double> sp(n), sm(n), sv(n);
+    for (const ParamTensor& pt : L.tensors)
+      for (size_t i = pt.offset; i < pt.offset + pt.numel; ++i) {
+        double g = std::fabs((double)g_gpu[i] * grad_scale * coef);
+        if (opt.kind == OptimConfig::Adam && pt.decay) g += opt.weight_decay * std::fabs(p_prev[i]);
+        sp[i] = std::fabs(p_prev[i]) + lr;
+        sm[i] = opt.beta1 * std::fabs(m_prev[i]) + (1 - opt.beta1) * g;
+        sv[i] = opt.beta2 * v_prev[i] + (1 - opt.beta2) * g * g;
+      }
+    EXPECT_TRUE(close_to_scale(L, a, pe, sp, 1e-6, "updated parameter"));
+    EXPECT_TRUE(close_to_scale(L, a2, me, sm, 1e-6, "Adam m"));
+    EXPECT_TRUE(close_to_scale(L, b2, ve, sv, 1e-6, "Adam v"));
     // The update really moved the parameters (else the comparison above proves little).
     double moved = 0;
-    for (size_t i = 0; i < n; ++i) moved = std::max(moved, (double)std::fabs(b[i] - p0[i]));
-    EXPECT_GT(moved, 1e-4);
-    gpu->get_adam_state(a.data(), a2.data());
-    cpu->get_adam_state(b.data(), b2.data());
-    EXPECT_TRUE(tensors_close(L, a, b, tol.moments.rtol, tol.moments.atol, "Adam m"));
-    EXPECT_TRUE(tensors_close(L, a2, b2, tol.moments.rtol, tol.moments.atol * tol.moments.atol,
-                              "Adam v"));
+    for (size_t i = 0; i < n; ++i) moved = std::max(moved, (double)std::fabs(a[i] - p_prev[i]));
+    EXPECT_GT(moved, 0.5 * lr);
+    // Continue both models from the CPU model's state.
+    cpu->get_params(b.data());
+    gpu->set_params(b.data());
+    cpu->get_adam_state(a.data(), a2.data());
+    gpu->set_adam_state(a.data(), a2.data());
   };
 
   // Step A: two accumulated micro-batches.
@@ -151,8 +207,9 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
   compare_forward("step A, micro-batch 2");
   for (Model* m : {gpu.get(), cpu.get()}) m->backward();
   compare_grads("step A, accumulated");
+  before_update();
   for (Model* m : {gpu.get(), cpu.get()}) m->optimizer_step(opt, 1e-3f, 1, 0.5f);
-  compare_update("step A");
+  check_update("step A", 1e-3f, 1, 0.5f);
 
   // Step B: from the updated state, t = 2 (bias correction, non-zero moments).
   for (Model* m : {gpu.get(), cpu.get()}) {
@@ -162,8 +219,9 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
   compare_forward("step B");
   for (Model* m : {gpu.get(), cpu.get()}) m->backward();
   compare_grads("step B");
+  before_update();
   for (Model* m : {gpu.get(), cpu.get()}) m->optimizer_step(opt, 1e-3f, 2, 1.0f);
-  compare_update("step B");
+  check_update("step B", 1e-3f, 2, 1.0f);
 
   const Metrics mg = gpu->take_metrics(), mc = cpu->take_metrics();
   EXPECT_EQ(mg.count, 3 * B);
