@@ -568,8 +568,8 @@ class CudaModel final : public Model {
   }
 
   static void name_allocation(const void* p, const char* name) {
-#if defined(VIT_SIMT) && defined(VIT_SIMT_HAS_NAME_ALLOCATION)
-    simt::name_allocation(p, name);
+#if defined(VIT_SIMT)
+    simt::name_allocation(p, name);  // simt's guard reports then name the buffer
 #else
     (void)p;
     (void)name;
