@@ -128,7 +128,7 @@ double seconds_since(Clock::time_point t) {
 }
 
 volatile sig_atomic_t g_signal = 0;
-extern "C" void on_stop_signal(int sig) {
+void on_stop_signal(int sig) {
   if (!g_signal) g_signal = sig;
 }
 

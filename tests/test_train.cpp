@@ -438,3 +438,75 @@ TEST(TrainBadInput, Help) {
   for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
 }
+
+// ---- a real, asynchronous signal from another process ---------------------------------------
+// The test binary runs itself (/proc/self/exe) with --gtest_filter=TrainSignal.Child; that
+// child runs train_main with the arguments in VIT_TRAIN_CHILD_ARGS (separated by '\x1f') and
+// exits with its status. The parent sends SIGINT once the child has logged its second step.
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+extern char** environ;
+
+TEST(TrainSignal, Child) {
+  const char* packed = getenv("VIT_TRAIN_CHILD_ARGS");
+  if (!packed) GTEST_SKIP() << "helper process of TrainSignal.SigintFromAnotherProcess";
+  std::vector<std::string> args = {"vit_train"};
+  std::stringstream ss(packed);
+  for (std::string a; std::getline(ss, a, '\x1f');) args.push_back(a);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  int rc = vit::train_main((int)args.size(), argv.data());
+  fflush(stdout);
+  fflush(stderr);
+  _exit(rc);
+}
+
+TEST(TrainSignal, SigintFromAnotherProcess) {
+  TempDir d;
+  std::string packed;
+  for (const std::string& a : base_args(d / "run", {"--epochs", "50", "--log-every", "1"}))
+    packed += (packed.empty() ? "" : "\x1f") + a;
+  std::vector<std::string> env_s = {"VIT_TRAIN_CHILD_ARGS=" + packed};
+  for (char** e = environ; *e; ++e)
+    if (strncmp(*e, "VIT_TRAIN_CHILD_ARGS=", 21) != 0) env_s.push_back(*e);
+  std::vector<char*> envp;
+  for (std::string& e : env_s) envp.push_back(&e[0]);
+  envp.push_back(nullptr);
+  std::string self = "/proc/self/exe", filter = "--gtest_filter=TrainSignal.Child";
+  char* argv[] = {&self[0], &filter[0], nullptr};
+
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  pid_t pid;
+  ASSERT_EQ(posix_spawn(&pid, self.c_str(), &fa, nullptr, argv, envp.data()), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  FILE* out = fdopen(fds[0], "r");
+  std::string log;
+  char line[1024];
+  bool sent = false;
+  while (fgets(line, sizeof line, out)) {
+    log += line;
+    if (!sent && strstr(line, " step 2/")) {
+      kill(pid, SIGINT);
+      sent = true;
+    }
+  }
+  fclose(out);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(sent) << log;
+  ASSERT_TRUE(WIFEXITED(status)) << log;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << log;
+  EXPECT_NE(log.find("interrupted (SIGINT): saved"), std::string::npos) << log;
+  vit::TrainingCheckpoint ck = vit::load_training_checkpoint(d / "run/last.safetensors", {});
+  EXPECT_GE(ck.state.step, 2);
+  EXPECT_LT(ck.state.step, 500);  // stopped long before the 50 epochs
+}
