@@ -7,6 +7,7 @@
 #   make resources  registers / spills / shared memory per kernel from ptxas
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
 #   make data       download and verify CIFAR-10 into data/
+#   make weights    export torchvision's ImageNet vit_b_16 to vit_b_16.safetensors (needs torch)
 #
 # Layout of the build (one rule per kind of source):
 #   common/*.cpp cpu/*.cpp   plain C++ (config, weights, reference model)   g++  -> build/cpu/
@@ -133,6 +134,15 @@ deps:
 
 data:
 	bash data/get_cifar10.sh data
+
+# torchvision's ImageNet ViT-B/16 (IMAGENET1K_V1) as safetensors, for --init ... --new-head.
+# Uses the first of $(PYTHON), /usr/bin/python3 that can import torch and torchvision.
+weights: vit_b_16.safetensors
+vit_b_16.safetensors:
+	@for py in $(PYTHON) /usr/bin/python3; do \
+	  if $$py -c 'import torch, torchvision' >/dev/null 2>&1; then \
+	    exec $$py tools/export_torchvision.py --model vit_b_16 --weights IMAGENET1K_V1 -o $@; fi; done; \
+	echo "error: make weights needs torch and torchvision: apt install python3-torchvision (Debian/Ubuntu) or pip install torch torchvision" >&2; exit 1
 
 clean:
 	rm -rf build vit_train vit_predict vit_bench

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstddef>
 
-#include "common/philox.h"
 #include "cpu/dropout.h"
 #include "cpu/scratch.h"
 
@@ -15,7 +14,7 @@ void attention_forward(const T* qkv, T* out, T* probs, int B, int Tn, int C, int
   const int hd = C / NH, C3 = 3 * C;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= 16 * kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const T* q = qkv + (size_t)b * Tn * C3 + h * hd;  // row i at q + i*C3
@@ -30,6 +29,7 @@ void attention_forward(const T* qkv, T* out, T* probs, int B, int Tn, int C, int
       for (int j = 0; j < Tn; ++j) {
         const T* kj = k + (size_t)j * C3;
         T s = 0;
+#pragma omp simd reduction(+ : s)
         for (int d = 0; d < hd; ++d) s += qi[d] * kj[d];
         Pi[j] = s * scale;
         mx = Pi[j] > mx ? Pi[j] : mx;
@@ -42,14 +42,18 @@ void attention_forward(const T* qkv, T* out, T* probs, int B, int Tn, int C, int
       const T inv = T(1) / sum;
       for (int j = 0; j < Tn; ++j) Pi[j] *= inv;
       const uint64_t base = ((uint64_t)bh * Tn + i) * Tn;
-      for (int j = 0; j < Tn; ++j)
-        pd[j] = p_drop == 0.0f ? Pi[j]
-                : dropout_keep(seed, site, step, base + j, p_drop) ? Pi[j] * keep_scale : T(0);
+      if (p_drop == 0.0f) {
+        for (int j = 0; j < Tn; ++j) pd[j] = Pi[j];
+      } else {
+        dropout_mask(seed, site, step, base, Tn, p_drop, keep_scale, pd);
+        for (int j = 0; j < Tn; ++j) pd[j] *= Pi[j];
+      }
       T* oi = out + ((size_t)b * Tn + i) * C + h * hd;
       for (int d = 0; d < hd; ++d) oi[d] = 0;
       for (int j = 0; j < Tn; ++j) {
         const T* vj = v + (size_t)j * C3;
         const T pj = pd[j];
+#pragma omp simd
         for (int d = 0; d < hd; ++d) oi[d] += pj * vj[d];
       }
     }
@@ -62,7 +66,7 @@ void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, in
   const int hd = C / NH, C3 = 3 * C;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= 16 * kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const size_t row0 = (size_t)b * Tn;
@@ -82,8 +86,10 @@ void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, in
       const T* doi = dout + (row0 + i) * C + h * hd;
       const uint64_t base = ((uint64_t)bh * Tn + i) * Tn;
       // mask and scale of row i: dropped = P * m
-      for (int j = 0; j < Tn; ++j)
-        pd[j] = p_drop == 0.0f ? T(1) : dropout_keep(seed, site, step, base + j, p_drop) ? keep_scale : T(0);
+      if (p_drop == 0.0f)
+        for (int j = 0; j < Tn; ++j) pd[j] = T(1);
+      else
+        dropout_mask(seed, site, step, base, Tn, p_drop, keep_scale, pd);
       // dV[j] += dropped[i, j] * dout[i];  d(dropped)[i, j] = dout[i] . v[j];  dP = d(dropped) * m
       T dot = 0;  // sum_j dP[i, j] P[i, j]
       for (int j = 0; j < Tn; ++j) {
@@ -91,6 +97,7 @@ void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, in
         T* dvj = dv + (size_t)j * C3;
         const T pdj = Pi[j] * pd[j];
         T s = 0;
+#pragma omp simd reduction(+ : s)
         for (int d = 0; d < hd; ++d) {
           s += doi[d] * vj[d];
           dvj[d] += pdj * doi[d];
@@ -105,6 +112,7 @@ void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, in
         const T g = Pi[j] * (dS[j] - dot) * scale;
         const T* kj = k + (size_t)j * C3;
         T* dkj = dk + (size_t)j * C3;
+#pragma omp simd
         for (int d = 0; d < hd; ++d) {
           dqi[d] += g * kj[d];
           dkj[d] += g * qi[d];

@@ -1,4 +1,5 @@
 #include "cpu/gelu.h"
+#include "cpu/scratch.h"
 
 #include <cmath>
 
@@ -9,13 +10,13 @@ void gelu_forward(const T* x, T* y, size_t n, Gelu g) {
   const T k = (T)0.7978845608028654;  // sqrt(2/pi)
   const T r2 = (T)0.7071067811865476; // 1/sqrt(2)
   if (g == Gelu::Tanh) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (size_t i = 0; i < n; ++i) {
       const T v = x[i];
       y[i] = T(0.5) * v * (T(1) + std::tanh(k * (v + T(0.044715) * v * v * v)));
     }
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (size_t i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * r2));
   }
 }
@@ -26,7 +27,7 @@ void gelu_backward(const T* dy, const T* x, T* dx, size_t n, Gelu g) {
   const T r2 = (T)0.7071067811865476;
   const T inv_sqrt_2pi = (T)0.3989422804014327;
   if (g == Gelu::Tanh) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (size_t i = 0; i < n; ++i) {
       const T v = x[i];
       const T t = std::tanh(k * (v + T(0.044715) * v * v * v));
@@ -35,7 +36,7 @@ void gelu_backward(const T* dy, const T* x, T* dx, size_t n, Gelu g) {
       dx[i] = dy[i] * d;
     }
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (size_t i = 0; i < n; ++i) {
       const T v = x[i];
       // d/dx [x Phi(x)] = Phi(x) + x phi(x)

@@ -15,6 +15,7 @@
 
 #include "common/model.h"
 #include "common/philox.h"
+#include "cpu/scratch.h"
 
 namespace vit {
 
@@ -38,14 +39,14 @@ void init_params(const Config& c, const ParamLayout& l, uint64_t seed, float* ou
       if (is_weight)
         for (size_t i = 0; i < t.numel; ++i) p[i] = 1.0f;
     } else if (t.offset == l.cls || t.offset == l.pos) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (t.numel >= ref::kParallelMin)
       for (size_t i = 0; i < t.numel; ++i) {
         double z = init_normal(seed, k, i);
         for (uint64_t j = 1; std::fabs(z) > 2.0; ++j) z = init_normal(seed, k, i + j * t.numel);
         p[i] = (float)(sd * z);
       }
     } else if (is_weight) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (t.numel >= ref::kParallelMin)
       for (size_t i = 0; i < t.numel; ++i) p[i] = (float)(sd * init_normal(seed, k, i));
     }
     // else: a bias, already 0

@@ -60,7 +60,7 @@ template <class T>
 void preprocess(const uint8_t* img, int B, const InputSpec& in, const Config& c, bool train,
                 uint64_t seed, uint64_t step, T* out) {
   const int S = in.src_size, O = c.image_size, Ch = c.channels;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * Ch * O * O >= kParallelMin)
   for (int b = 0; b < B; ++b) {
     const AugmentBox box = augment_box(in, train, seed, step, b);
     T* plane = scratch<T>((size_t)box.w * box.h);  // one channel of the box, normalised

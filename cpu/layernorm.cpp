@@ -1,4 +1,5 @@
 #include "cpu/layernorm.h"
+#include "cpu/scratch.h"
 
 #include <cmath>
 #include <cstddef>
@@ -8,7 +9,7 @@ namespace vit::ref {
 template <class T>
 void layernorm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int N, int C,
                        double eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= kParallelMin)
   for (int n = 0; n < N; ++n) {
     const T* xr = x + (size_t)n * C;
     T* yr = y + (size_t)n * C;
@@ -28,7 +29,7 @@ template <class T>
 void layernorm_backward(const T* dy, const T* x, const T* w, const T* mean, const T* rstd, T* dx,
                         T* dw, T* db, int N, int C) {
   // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, xhat = (x - mean) * rstd.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= kParallelMin)
   for (int n = 0; n < N; ++n) {
     const T* dyr = dy + (size_t)n * C;
     const T* xr = x + (size_t)n * C;
@@ -47,7 +48,7 @@ void layernorm_backward(const T* dy, const T* x, const T* w, const T* mean, cons
     }
   }
   // Parameter gradients: sums over rows, split over columns (thread-count independent).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= kParallelMin)
   for (int c0 = 0; c0 < C; c0 += 64) {
     const int c1 = c0 + 64 < C ? c0 + 64 : C;
     for (int n = 0; n < N; ++n) {

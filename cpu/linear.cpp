@@ -1,4 +1,5 @@
 #include "cpu/linear.h"
+#include "cpu/scratch.h"
 
 #include "cpu/blas.h"
 
@@ -9,7 +10,7 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, int N, int in, int
   if (N <= 0) return;
   gemm(false, true, N, out, in, T(1), x, in, w, in, T(0), y, out);
   if (b) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * out >= kParallelMin)
     for (int n = 0; n < N; ++n)
       for (int o = 0; o < out; ++o) y[(size_t)n * out + o] += b[o];
   }
@@ -23,7 +24,7 @@ void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, i
   gemm(true, false, out, in, N, T(1), dy, out, x, in, T(1), dw, in);           // dw += dy^T x
   if (db) {
     // Column sums, split over columns so the result does not depend on the thread count.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * out >= kParallelMin)
     for (int o0 = 0; o0 < out; o0 += 64) {
       const int o1 = o0 + 64 < out ? o0 + 64 : out;
       for (int n = 0; n < N; ++n)

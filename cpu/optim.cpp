@@ -16,7 +16,7 @@ void adam_update(float* p, const float* g, float* m, float* v, size_t n, const O
   const bool l2 = decay && o.kind == OptimConfig::Adam && o.weight_decay != 0.0f;
   const bool decoupled = decay && o.kind == OptimConfig::AdamW && o.weight_decay != 0.0f;
   const float step_size = lr / bc1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) {
     float gi = g[i] * gs;
     float pi = p[i];
@@ -34,7 +34,7 @@ double global_grad_norm(const float* g, size_t n, float grad_scale) {
   // Fixed chunks summed in order: the result does not depend on the thread count.
   const size_t chunk = 1 << 16, nchunks = (n + chunk - 1) / chunk;
   double* part = scratch<double>(nchunks);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (size_t c = 0; c < nchunks; ++c) {
     const size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
     double s = 0;

@@ -10,7 +10,7 @@ namespace vit::ref {
 template <class T>
 void im2patch(const T* x, T* cols, int B, int Cin, int H, int p) {
   const int g = H / p, N = g * g, P = Cin * p * p;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * N * P >= kParallelMin)
   for (int bn = 0; bn < B * N; ++bn) {
     const int b = bn / N, n = bn % N, gy = n / g, gx = n % g;
     T* row = cols + (size_t)bn * P;
@@ -30,7 +30,7 @@ void patch_embed_forward(const T* x, const T* w, const T* b, const T* cls, const
   T* emb = scratch<T>((size_t)B * N * C, 1);   // (B*N, C)
   im2patch(x, cols, B, Cin, H, p);
   gemm(false, true, B * N, C, P, T(1), cols, P, w, P, T(0), emb, C);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * Tn * C >= kParallelMin)
   for (int bt = 0; bt < B * Tn; ++bt) {
     const int bi = bt / Tn, t = bt % Tn;
     T* o = out + (size_t)bt * C;
@@ -51,7 +51,7 @@ void patch_embed_backward(const T* dout, const T* x, const T* w, T* dx, T* dw, T
   T* demb = scratch<T>((size_t)B * N * C, 1);  // (B*N, C): dout without the CLS rows
   T* cols = scratch<T>((size_t)B * N * P);     // (B*N, P)
   // Sums over the batch, split over channels: independent of the thread count.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * Tn * C >= kParallelMin)
   for (int c0 = 0; c0 < C; c0 += 64) {
     const int c1 = c0 + 64 < C ? c0 + 64 : C;
     for (int bi = 0; bi < B; ++bi)
@@ -64,7 +64,7 @@ void patch_embed_backward(const T* dout, const T* x, const T* w, T* dx, T* dw, T
         }
       }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * N * C >= kParallelMin)
   for (int bn = 0; bn < B * N; ++bn) {
     const int bi = bn / N, n = bn % N;
     const T* d = dout + ((size_t)bi * Tn + 1 + n) * C;
@@ -77,7 +77,7 @@ void patch_embed_backward(const T* dout, const T* x, const T* w, T* dx, T* dw, T
       for (size_t i = 0; i < (size_t)B * Cin * H * H; ++i) dx[i] = T(0);
     gemm(false, false, B * N, P, C, T(1), demb, C, w, P, T(0), cols, P);  // dcols = demb W
     // Patches do not overlap (stride = kernel): scatter back is a plain write.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)B * N * P >= kParallelMin)
     for (int bn = 0; bn < B * N; ++bn) {
       const int bi = bn / N, n = bn % N, gy = n / g, gx = n % g;
       const T* row = cols + (size_t)bn * P;

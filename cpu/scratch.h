@@ -1,10 +1,16 @@
-// cpu/scratch.h — per-thread workspace that grows and is then reused, so the ops of the
-// reference need no workspace argument and allocate nothing once the largest batch has run.
+// cpu/scratch.h — when the reference's loops go parallel, and per-thread workspace that grows
+// and is then reused, so the ops need no workspace argument and allocate nothing once the
+// largest batch has run.
 #pragma once
 #include <cstddef>
 #include <vector>
 
 namespace vit::ref {
+
+// OpenMP loops run in parallel only from this much work (elements touched) up: below it the
+// fork/join costs more than the loop, and on a loaded machine (threads descheduled at every
+// barrier) far more. Loops doing more per element scale the work they compare.
+constexpr size_t kParallelMin = 1 << 17;
 
 // A buffer of at least n elements, private to the calling thread (OpenMP threads included).
 // `slot` tells apart buffers one op needs at the same time. Contents are unspecified.

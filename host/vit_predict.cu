@@ -1,17 +1,26 @@
-// host/vit_predict.cu — classify images with a trained ViT. (Placeholder until the weights issue.)
-#include <cstdio>
-#include <cstring>
+// host/vit_predict.cu — classify images with a trained ViT (or PyTorch weights): main() around
+// common/predict's predict_main, plus the choice of device. See `vit_predict --help`.
+#include <iostream>
+#include <string>
+#include <vector>
 
-static const char* USAGE =
-    "usage: vit_predict --weights FILE IMAGE...\n"
-    "(Not implemented yet.)\n";
+#include "common/error.h"
+#include "common/model.h"
+#include "common/predict.h"
+
+static std::unique_ptr<vit::Model> make_model(const std::string& device, const vit::Config& c,
+                                              const vit::ModelOptions& o) {
+  if (device == "cpu") return vit::make_cpu_model(c, o);
+  // --device cuda: becomes `return vit::make_cuda_model(c, o);` once host/cuda_model.cu exists.
+  throw vit::Error("--device cuda: the CUDA model is not built yet; use --device cpu");
+}
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      fputs(USAGE, stdout);
-      return 0;
-    }
-  fputs(USAGE, stderr);
-  return 2;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return vit::predict_main(args, std::cout, std::cerr, make_model);
+  } catch (const std::exception& e) {  // not a user error: still one line, still non-zero
+    std::cerr << "vit_predict: error: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -58,7 +58,16 @@ inline void launch_kernel(const char* name, const char* file, int line, void (*k
   cuda_check(cudaGetLastError(), name, file, line);
 }
 #else
-using simt::launch_kernel;
+// simt: the launch runs the kernel on the CPU before returning; a bad configuration is reported
+// through cudaGetLastError exactly as on a GPU, and checked here the same way.
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
+                          dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  simt::launch_kernel(name, file, line, kernel, grid, block, smem_bytes, stream,
+                      std::forward<Args>(args)...);
+  cuda_check(cudaGetLastError(), name, file, line);
+}
 #endif
 
 inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }

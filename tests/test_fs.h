@@ -44,6 +44,16 @@ inline std::vector<std::string> list_dir(const std::string& dir) {
   return names;
 }
 
+// tests/fixtures/<name>: relative to the repository root (where make test runs the binaries),
+// or under $VIT_FIXTURES when set.
+inline std::string fixture(const std::string& name) {
+  const char* d = getenv("VIT_FIXTURES");
+  if (d && *d) return std::string(d) + "/" + name;
+  std::string here = __FILE__;  // tests/test_fs.h, as the compiler was given it
+  size_t slash = here.find_last_of('/');
+  return (slash == std::string::npos ? std::string("tests") : here.substr(0, slash)) + "/fixtures/" + name;
+}
+
 class TempDir {
  public:
   TempDir() {

@@ -163,6 +163,13 @@ TEST(RefDropout, MaskScaleAndGrad) {
   EXPECT_NE(y, y2);
   dropout_forward(x.data(), y2.data(), n, p, 7, vit::layer_site(0, 1), 3);
   EXPECT_NE(y, y2);
+  // the 4-at-a-time mask helper makes the same decisions, from any (unaligned) start
+  for (uint64_t first : {0ull, 1ull, 3ull, 4097ull}) {
+    double mask[37];
+    dropout_mask(7, 5, 9, first, 37, p, 2.0, mask);
+    for (int k = 0; k < 37; ++k)
+      ASSERT_EQ(mask[k], vit::dropout_keep(7, 5, 9, first + k, p) ? 2.0 : 0.0) << first << "+" << k;
+  }
   // p = 0 copies
   dropout_forward(x.data(), y2.data(), n, 0.0f, 7, vit::SITE_EMBED_DROPOUT, 3);
   EXPECT_EQ(y2, x);

@@ -1,0 +1,754 @@
+// simt/runtime.cpp — the CUDA runtime API on the CPU: device memory with guard bytes, copies
+// with range checks, streams and events, errors, and a fake device's properties.
+//
+// Everything executes synchronously at call time, which is one valid CUDA schedule: a stream's
+// work is done when the call returns, events record a host timestamp, every query says "done".
+//
+// Device allocations are host memory laid out as [256 guard bytes][size bytes][>= 256 guard
+// bytes]. The user bytes start 0xFF-filled (NaN for float and half), the guards hold a NaN
+// pattern (0x7FA5A5A5 per aligned 32-bit word) that an out-of-bounds write overwrites: guards
+// are checked on cudaFree, on every synchronize and after every kernel launch, and a broken one
+// aborts naming the allocation. Pinned host allocations carry the same guards.
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+
+#include "simt/internal.h"
+
+// The opaque handle types of driver_types.h, defined here.
+struct CUstream_st {
+  unsigned flags;
+  int priority;
+};
+struct CUevent_st {
+  unsigned flags;
+  bool recorded;
+  std::chrono::steady_clock::time_point when;
+};
+
+namespace simt {
+namespace {
+
+using detail::device_mutex;
+using Lock = std::lock_guard<std::recursive_mutex>;
+
+thread_local cudaError_t t_last_error = cudaSuccess;
+
+cudaError_t ret(cudaError_t e) {
+  if (e != cudaSuccess) t_last_error = e;
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocations.
+enum class Kind { Device, Managed, Pinned, Registered, Symbol };
+constexpr size_t kGuard = 256;
+
+struct Alloc {
+  char* raw;        // what malloc returned (null for registered ranges and symbols)
+  char* ptr;        // what the user got
+  size_t size;      // what the user asked for
+  size_t raw_size;  // kGuard + size + tail guard
+  Kind kind;
+  unsigned long long serial;  // n-th allocation of the program
+  std::string name;
+};
+std::map<uintptr_t, Alloc> g_allocs;  // by user pointer
+size_t g_device_bytes = 0;
+unsigned long long g_serial = 0;
+
+inline unsigned char guard_byte(uintptr_t addr) { return (addr & 3) == 3 ? 0x7F : 0xA5; }
+// Guard pattern laid out from a 4-aligned address; compare against pattern() + (addr & 3).
+const unsigned char* pattern() {
+  static unsigned char p[2048];
+  static bool init = false;
+  if (!init) {
+    for (size_t i = 0; i < sizeof p; ++i) p[i] = guard_byte(i);
+    init = true;
+  }
+  return p;
+}
+void fill_guard(char* p, size_t n) { memcpy(p, pattern() + ((uintptr_t)p & 3), n); }
+
+bool is_device_kind(Kind k) { return k == Kind::Device || k == Kind::Managed || k == Kind::Symbol; }
+bool has_guards(const Alloc& a) { return a.raw != nullptr; }
+
+std::string describe(const Alloc& a) {
+  char buf[512];
+  const char* kind = a.kind == Kind::Pinned ? "pinned host allocation" : "device allocation";
+  if (a.name.empty())
+    snprintf(buf, sizeof buf, "%s #%llu (unnamed: simt::name_allocation names it; %zu bytes at %p)",
+             kind, a.serial, a.size, (void*)a.ptr);
+  else
+    snprintf(buf, sizeof buf, "%s '%s' (#%llu, %zu bytes at %p)", kind, a.name.c_str(), a.serial,
+             a.size, (void*)a.ptr);
+  return buf;
+}
+
+// Aborts if a guard of `a` was overwritten; `context` says when the damage was found.
+void check_alloc(const Alloc& a, const std::string& context) {
+  if (!has_guards(a)) return;
+  const size_t tail = a.raw_size - kGuard - a.size;
+  char* tail_p = a.ptr + a.size;
+  if (memcmp(a.raw, pattern(), kGuard) != 0) {
+    size_t first = 0;
+    while (first < kGuard && (unsigned char)a.raw[first] == guard_byte((uintptr_t)(a.raw + first))) ++first;
+    size_t last = kGuard - 1;
+    while ((unsigned char)a.raw[last] == guard_byte((uintptr_t)(a.raw + last))) --last;
+    fail("out-of-bounds write %s: the guard bytes before %s were overwritten, from %zu to %zu bytes "
+         "before its start",
+         context.c_str(), describe(a).c_str(), kGuard - first, kGuard - last);
+  }
+  if (memcmp(tail_p, pattern() + ((uintptr_t)tail_p & 3), tail) != 0) {
+    size_t first = 0;
+    while ((unsigned char)tail_p[first] == guard_byte((uintptr_t)(tail_p + first))) ++first;
+    size_t last = tail - 1;
+    while ((unsigned char)tail_p[last] == guard_byte((uintptr_t)(tail_p + last))) --last;
+    fail("out-of-bounds write %s: the guard bytes after %s were overwritten at byte offsets "
+         "[%zu, %zu] (%zu to %zu bytes past its end)",
+         context.c_str(), describe(a).c_str(), a.size + first, a.size + last, first, last);
+  }
+}
+
+// The allocation containing p in [ptr, ptr + size) (or p == ptr for size 0), or null.
+Alloc* find_alloc(const void* p) {
+  uintptr_t a = (uintptr_t)p;
+  auto it = g_allocs.upper_bound(a);
+  if (it == g_allocs.begin()) return nullptr;
+  --it;
+  Alloc& al = it->second;
+  if (a >= (uintptr_t)al.ptr && (a < (uintptr_t)al.ptr + al.size || a == (uintptr_t)al.ptr)) return &al;
+  return nullptr;
+}
+// The allocation whose guard bytes contain p, or null.
+Alloc* find_guard_hit(const void* p, bool* before) {
+  uintptr_t a = (uintptr_t)p;
+  auto it = g_allocs.upper_bound(a);
+  if (it != g_allocs.end() && it->second.raw && a >= (uintptr_t)it->second.raw) {
+    *before = true;
+    return &it->second;
+  }
+  if (it != g_allocs.begin()) {
+    --it;
+    Alloc& al = it->second;
+    if (al.raw && a >= (uintptr_t)al.ptr + al.size && a < (uintptr_t)al.raw + al.raw_size) {
+      *before = false;
+      return &al;
+    }
+  }
+  return nullptr;
+}
+
+cudaError_t allocate(void** out, size_t size, Kind kind) {
+  if (!out) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  if (size == 0) {
+    *out = nullptr;
+    return cudaSuccess;
+  }
+  if (kind != Kind::Pinned && g_device_bytes + size > detail::kTotalGlobalMem) {
+    *out = nullptr;
+    return ret(cudaErrorMemoryAllocation);
+  }
+  const size_t raw_size = (kGuard + size + kGuard + 255) & ~size_t(255);
+  char* raw = static_cast<char*>(aligned_alloc(256, raw_size));
+  if (!raw) {
+    *out = nullptr;
+    return ret(cudaErrorMemoryAllocation);
+  }
+  Alloc a{raw, raw + kGuard, size, raw_size, kind, ++g_serial, std::string()};
+  fill_guard(a.raw, kGuard);
+  memset(a.ptr, 0xFF, size);  // fresh memory is NaN garbage, never zero
+  fill_guard(a.ptr + size, raw_size - kGuard - size);
+  g_allocs.emplace((uintptr_t)a.ptr, a);
+  if (kind != Kind::Pinned) g_device_bytes += size;
+  *out = a.ptr;
+  return cudaSuccess;
+}
+
+cudaError_t release(void* p, bool pinned, const char* call) {
+  if (!p) return cudaSuccess;
+  Lock lock(device_mutex());
+  auto it = g_allocs.find((uintptr_t)p);
+  bool ok = it != g_allocs.end() && (pinned ? it->second.kind == Kind::Pinned
+                                            : (it->second.kind == Kind::Device || it->second.kind == Kind::Managed));
+  if (!ok)
+    fail("%s(%p): not a live %s (freed twice, or not returned by %s)", call, p,
+         pinned ? "pinned host allocation" : "device allocation",
+         pinned ? "cudaMallocHost/cudaHostAlloc" : "cudaMalloc");
+  check_alloc(it->second, std::string("found at ") + call);
+  if (!pinned) g_device_bytes -= it->second.size;
+  free(it->second.raw);
+  g_allocs.erase(it);
+  return cudaSuccess;
+}
+
+bool is_pinned(const void* p) {
+  Alloc* a = find_alloc(p);
+  return a && (a->kind == Kind::Pinned || a->kind == Kind::Registered);
+}
+
+// Range check for the host side of a copy: only pinned allocations are known.
+void check_host_range(const void* p, size_t n, const char* what) {
+  Alloc* a = find_alloc(p);
+  if (a && is_device_kind(a->kind))
+    fail("%s %p is device memory (%s), but the copy kind says host", what, p, describe(*a).c_str());
+  if (a && (uintptr_t)p + n > (uintptr_t)a->ptr + a->size)
+    fail("%s overruns %s: %zu bytes from offset %zu", what, describe(*a).c_str(), n,
+         (size_t)((uintptr_t)p - (uintptr_t)a->ptr));
+}
+
+std::set<cudaStream_t> g_streams;
+std::set<cudaEvent_t> g_events;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+namespace detail {
+
+std::recursive_mutex& device_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+void set_last_error(cudaError_t e) { ret(e); }
+bool valid_stream(cudaStream_t s) {
+  if (s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
+  Lock lock(device_mutex());
+  return g_streams.count(s) != 0;
+}
+
+void check_all_guards(const char* kernel, const char* when) {
+  Lock lock(device_mutex());
+  std::string context = kernel ? std::string("by kernel ") + kernel
+                               : std::string("found at ") + (when ? when : "a guard check");
+  for (auto& kv : g_allocs) check_alloc(kv.second, context);
+}
+
+void check_device_range(const void* p, size_t n, const char* what) {
+  if (n == 0) return;
+  Lock lock(device_mutex());
+  Alloc* a = find_alloc(p);
+  if (a && is_device_kind(a->kind)) {
+    if (a->kind == Kind::Symbol || (uintptr_t)p + n <= (uintptr_t)a->ptr + a->size) return;
+    size_t off = (uintptr_t)p - (uintptr_t)a->ptr;
+    fail("%s overruns %s: %zu bytes at offset %zu reach %zu bytes past its end", what,
+         describe(*a).c_str(), n, off, off + n - a->size);
+  }
+  bool before = false;
+  if (Alloc* g = find_guard_hit(p, &before)) {
+    size_t d = before ? (uintptr_t)g->ptr - (uintptr_t)p : (uintptr_t)p - (uintptr_t)g->ptr - g->size;
+    fail("%s %p lies %zu bytes %s %s", what, p, d, before ? "before the start of" : "past the end of",
+         describe(*g).c_str());
+  }
+  if (a) fail("%s %p is %s, not device memory", what, p, describe(*a).c_str());
+  fail("%s %p is not device memory (not from cudaMalloc, or already freed)", what, p);
+}
+
+bool is_device_pointer(const void* p) {
+  Lock lock(device_mutex());
+  Alloc* a = find_alloc(p);
+  return a && is_device_kind(a->kind);
+}
+
+void check_pointer_arg(const char* kernel, int index, const void* p) {
+  if (!p) return;
+  Lock lock(device_mutex());
+  uintptr_t u = (uintptr_t)p;
+  auto it = g_allocs.upper_bound(u);
+  if (it != g_allocs.begin()) {
+    --it;
+    const Alloc& a = it->second;
+    if (u >= (uintptr_t)a.ptr && u <= (uintptr_t)a.ptr + a.size) return;  // one past the end is fine
+  }
+  fail("kernel %s: argument %d is the pointer %p, which is not device memory (not from cudaMalloc "
+       "or cudaMallocHost, or already freed): a GPU would fault on it",
+       kernel, index, p);
+}
+
+void register_symbol(const void* symbol, size_t size) {
+  Lock lock(device_mutex());
+  if (find_alloc(symbol)) return;
+  Alloc a{nullptr, (char*)symbol, size, size, Kind::Symbol, ++g_serial, std::string("symbol")};
+  g_allocs.emplace((uintptr_t)symbol, a);
+}
+
+}  // namespace detail
+
+void name_allocation(const void* p, const char* name) {
+  Lock lock(device_mutex());
+  auto it = g_allocs.find((uintptr_t)p);
+  if (it == g_allocs.end())
+    fail("simt::name_allocation(%p, \"%s\"): not the start of a live allocation", p, name);
+  it->second.name = name;
+}
+
+void check_guards() { detail::check_all_guards(nullptr, "simt::check_guards()"); }
+
+}  // namespace simt
+
+// =============================================================================================
+// The runtime API (declarations from cuda_runtime_api.h).
+using simt::detail::device_mutex;
+using simt::Lock;
+using simt::ret;
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** devPtr, size_t size) {
+  return simt::allocate(devPtr, size, simt::Kind::Device);
+}
+cudaError_t cudaMallocManaged(void** devPtr, size_t size, unsigned int) {
+  return simt::allocate(devPtr, size, simt::Kind::Managed);
+}
+cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return simt::allocate(devPtr, size, simt::Kind::Device);
+}
+cudaError_t cudaFree(void* devPtr) { return simt::release(devPtr, false, "cudaFree"); }
+cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t) {
+  return simt::release(devPtr, false, "cudaFreeAsync");
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  return simt::allocate(ptr, size, simt::Kind::Pinned);
+}
+cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int) {
+  return simt::allocate(pHost, size, simt::Kind::Pinned);
+}
+cudaError_t cudaFreeHost(void* ptr) { return simt::release(ptr, true, "cudaFreeHost"); }
+cudaError_t cudaHostRegister(void* ptr, size_t size, unsigned int) {
+  if (!ptr || !size) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  if (simt::find_alloc(ptr)) return ret(cudaErrorHostMemoryAlreadyRegistered);
+  simt::Alloc a{nullptr, (char*)ptr, size, size, simt::Kind::Registered, ++simt::g_serial, ""};
+  simt::g_allocs.emplace((uintptr_t)ptr, a);
+  return cudaSuccess;
+}
+cudaError_t cudaHostUnregister(void* ptr) {
+  Lock lock(device_mutex());
+  auto it = simt::g_allocs.find((uintptr_t)ptr);
+  if (it == simt::g_allocs.end() || it->second.kind != simt::Kind::Registered)
+    return ret(cudaErrorHostMemoryNotRegistered);
+  simt::g_allocs.erase(it);
+  return cudaSuccess;
+}
+cudaError_t cudaHostGetDevicePointer(void** pDevice, void* pHost, unsigned int) {
+  if (!simt::is_pinned(pHost)) return ret(cudaErrorInvalidValue);
+  *pDevice = pHost;  // unified addressing: the same address
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  Lock lock(device_mutex());
+  if (free_bytes) *free_bytes = simt::detail::kTotalGlobalMem - simt::g_device_bytes;
+  if (total) *total = simt::detail::kTotalGlobalMem;
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
+  if (!attr) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  simt::Alloc* a = simt::find_alloc(ptr);
+  memset(attr, 0, sizeof *attr);
+  attr->device = 0;
+  if (!a) {
+    attr->type = cudaMemoryTypeUnregistered;
+    return cudaSuccess;
+  }
+  attr->type = a->kind == simt::Kind::Pinned || a->kind == simt::Kind::Registered ? cudaMemoryTypeHost
+               : a->kind == simt::Kind::Managed ? cudaMemoryTypeManaged
+                                                 : cudaMemoryTypeDevice;
+  attr->devicePointer = (void*)ptr;
+  attr->hostPointer = attr->type == cudaMemoryTypeDevice ? nullptr : (void*)ptr;
+  return cudaSuccess;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copies and sets.
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  if (count == 0) return cudaSuccess;
+  Lock lock(device_mutex());
+  if (!dst || !src) return ret(cudaErrorInvalidValue);
+  if (kind == cudaMemcpyDefault) {
+    bool dd = simt::detail::is_device_pointer(dst), sd = simt::detail::is_device_pointer(src);
+    kind = dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+              : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  }
+  switch (kind) {
+    case cudaMemcpyHostToHost:
+      simt::check_host_range(dst, count, "cudaMemcpy(HostToHost) destination");
+      simt::check_host_range(src, count, "cudaMemcpy(HostToHost) source");
+      break;
+    case cudaMemcpyHostToDevice:
+      simt::detail::check_device_range(dst, count, "cudaMemcpy(HostToDevice) destination");
+      simt::check_host_range(src, count, "cudaMemcpy(HostToDevice) source");
+      break;
+    case cudaMemcpyDeviceToHost:
+      simt::check_host_range(dst, count, "cudaMemcpy(DeviceToHost) destination");
+      simt::detail::check_device_range(src, count, "cudaMemcpy(DeviceToHost) source");
+      break;
+    case cudaMemcpyDeviceToDevice:
+      simt::detail::check_device_range(dst, count, "cudaMemcpy(DeviceToDevice) destination");
+      simt::detail::check_device_range(src, count, "cudaMemcpy(DeviceToDevice) source");
+      break;
+    default: return ret(cudaErrorInvalidMemcpyDirection);
+  }
+  memmove(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaMemcpy(dst, src, count, kind);
+}
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                         size_t height, cudaMemcpyKind kind) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (width > dpitch || width > spitch) return ret(cudaErrorInvalidPitchValue);
+  for (size_t r = 0; r < height; ++r) {
+    cudaError_t e = cudaMemcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width, kind);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+}
+cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  if (count == 0) return cudaSuccess;
+  Lock lock(device_mutex());
+  simt::detail::check_device_range(devPtr, count, "cudaMemset destination");
+  memset(devPtr, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaMemset(devPtr, value, count);
+}
+// Symbols (__constant__ / __device__ variables) are ordinary host globals under simt.
+cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count, size_t offset,
+                               cudaMemcpyKind kind) {
+  if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault)
+    return ret(cudaErrorInvalidMemcpyDirection);
+  Lock lock(device_mutex());
+  memmove((char*)symbol + offset, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyToSymbolAsync(const void* symbol, const void* src, size_t count,
+                                    size_t offset, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaMemcpyToSymbol(symbol, src, count, offset, kind);
+}
+cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, size_t offset,
+                                 cudaMemcpyKind kind) {
+  if (kind != cudaMemcpyDeviceToHost && kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault)
+    return ret(cudaErrorInvalidMemcpyDirection);
+  Lock lock(device_mutex());
+  memmove(dst, (const char*)symbol + offset, count);
+  return cudaSuccess;
+}
+cudaError_t cudaGetSymbolAddress(void** devPtr, const void* symbol) {
+  *devPtr = (void*)symbol;
+  return cudaSuccess;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams, events, synchronisation.
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* pStream, unsigned int flags, int priority) {
+  if (!pStream) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  *pStream = new CUstream_st{flags, priority};
+  simt::g_streams.insert(*pStream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithPriority(pStream, 0, 0); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
+  return cudaStreamCreateWithPriority(pStream, flags, 0);
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  Lock lock(device_mutex());
+  if (!simt::g_streams.erase(stream)) return ret(cudaErrorInvalidResourceHandle);
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetStreamPriorityRange(int* leastPriority, int* greatestPriority) {
+  if (leastPriority) *leastPriority = 0;
+  if (greatestPriority) *greatestPriority = -5;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  simt::detail::check_all_guards(nullptr, "cudaStreamSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  Lock lock(device_mutex());
+  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* userData) {
+  if (!simt::detail::valid_stream(stream) || !fn) return ret(cudaErrorInvalidResourceHandle);
+  fn(userData);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamAddCallback(cudaStream_t stream, cudaStreamCallback_t callback,
+                                  void* userData, unsigned int) {
+  if (!simt::detail::valid_stream(stream) || !callback) return ret(cudaErrorInvalidResourceHandle);
+  callback(stream, cudaSuccess, userData);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
+  if (!event) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  *event = new CUevent_st{flags, false, {}};
+  simt::g_events.insert(*event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  Lock lock(device_mutex());
+  if (!simt::g_events.erase(event)) return ret(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  Lock lock(device_mutex());
+  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
+  event->recorded = true;
+  event->when = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int) {
+  return cudaEventRecord(event, stream);
+}
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  Lock lock(device_mutex());
+  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  {
+    Lock lock(device_mutex());
+    if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
+  }
+  simt::detail::check_all_guards(nullptr, "cudaEventSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (!ms) return ret(cudaErrorInvalidValue);
+  Lock lock(device_mutex());
+  if (!simt::g_events.count(start) || !simt::g_events.count(end)) return ret(cudaErrorInvalidResourceHandle);
+  if ((start->flags | end->flags) & cudaEventDisableTiming) return ret(cudaErrorInvalidResourceHandle);
+  if (!start->recorded || !end->recorded) return ret(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+  simt::detail::check_all_guards(nullptr, "cudaDeviceSynchronize");
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceReset(void) {
+  simt::detail::check_all_guards(nullptr, "cudaDeviceReset");
+  return cudaSuccess;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = simt::t_last_error;
+  simt::t_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return simt::t_last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+#define N(e) case e: return #e;
+    N(cudaSuccess) N(cudaErrorInvalidValue) N(cudaErrorMemoryAllocation)
+    N(cudaErrorInitializationError) N(cudaErrorInvalidConfiguration) N(cudaErrorInvalidPitchValue)
+    N(cudaErrorInvalidSymbol) N(cudaErrorInvalidDevicePointer) N(cudaErrorInvalidMemcpyDirection)
+    N(cudaErrorInvalidDevice) N(cudaErrorInvalidResourceHandle) N(cudaErrorNotReady)
+    N(cudaErrorNoDevice) N(cudaErrorLaunchOutOfResources) N(cudaErrorInvalidDeviceFunction)
+    N(cudaErrorIllegalAddress) N(cudaErrorLaunchFailure) N(cudaErrorNotSupported)
+    N(cudaErrorHostMemoryAlreadyRegistered) N(cudaErrorHostMemoryNotRegistered) N(cudaErrorUnknown)
+#undef N
+    default: return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInitializationError: return "initialization error";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidPitchValue: return "invalid pitch argument";
+    case cudaErrorInvalidSymbol: return "invalid device symbol";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
+    case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
+    default: return "unknown error";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device: one fake sm_90 GPU.
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return ret(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return ret(cudaErrorInvalidValue);
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDeviceFlags(unsigned int) { return cudaSuccess; }
+cudaError_t cudaDeviceSetLimit(cudaLimit, size_t) { return cudaSuccess; }
+cudaError_t cudaDeviceGetLimit(size_t* pValue, cudaLimit limit) {
+  if (!pValue) return ret(cudaErrorInvalidValue);
+  *pValue = limit == cudaLimitStackSize ? 1024 : limit == cudaLimitPrintfFifoSize ? (1 << 20) : 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
+cudaError_t cudaRuntimeGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (!p) return ret(cudaErrorInvalidValue);
+  if (device != 0) return ret(cudaErrorInvalidDevice);
+  using namespace simt::detail;
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "simt (CPU executor)");
+  p->totalGlobalMem = kTotalGlobalMem;
+  p->sharedMemPerBlock = kSharedMemPerBlock;
+  p->regsPerBlock = 65536;
+  p->warpSize = 32;
+  p->memPitch = 2147483647;
+  p->maxThreadsPerBlock = kMaxThreadsPerBlock;
+  p->maxThreadsDim[0] = 1024; p->maxThreadsDim[1] = 1024; p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647; p->maxGridSize[1] = 65535; p->maxGridSize[2] = 65535;
+  p->totalConstMem = 65536;
+  p->major = 9;
+  p->minor = 0;
+  p->textureAlignment = 512;
+  p->texturePitchAlignment = 32;
+  p->multiProcessorCount = kMultiProcessors;
+  p->canMapHostMemory = 1;
+  p->concurrentKernels = 1;
+  p->asyncEngineCount = 2;
+  p->unifiedAddressing = 1;
+  p->memoryBusWidth = 5120;
+  p->l2CacheSize = 50 * 1024 * 1024;
+  p->persistingL2CacheMaxSize = 32 * 1024 * 1024;
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->streamPrioritiesSupported = 1;
+  p->globalL1CacheSupported = 1;
+  p->localL1CacheSupported = 1;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->regsPerMultiprocessor = 65536;
+  p->managedMemory = 1;
+  p->concurrentManagedAccess = 1;
+  p->computePreemptionSupported = 1;
+  p->cooperativeLaunch = 1;
+  p->sharedMemPerBlockOptin = kSharedMemPerBlockOptin;
+  p->maxBlocksPerMultiProcessor = 32;
+  p->reservedSharedMemPerBlock = 1024;
+  p->hostRegisterSupported = 1;
+  p->memoryPoolsSupported = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value) return ret(cudaErrorInvalidValue);
+  if (device != 0) return ret(cudaErrorInvalidDevice);
+  using namespace simt::detail;
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = kMaxThreadsPerBlock; break;
+    case cudaDevAttrMaxBlockDimX: *value = 1024; break;
+    case cudaDevAttrMaxBlockDimY: *value = 1024; break;
+    case cudaDevAttrMaxBlockDimZ: *value = 64; break;
+    case cudaDevAttrMaxGridDimX: *value = 2147483647; break;
+    case cudaDevAttrMaxGridDimY: *value = 65535; break;
+    case cudaDevAttrMaxGridDimZ: *value = 65535; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = kSharedMemPerBlock; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kSharedMemPerBlockOptin; break;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = 228 * 1024; break;
+    case cudaDevAttrTotalConstantMemory: *value = 65536; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMaxRegistersPerBlock: *value = 65536; break;
+    case cudaDevAttrMaxRegistersPerMultiprocessor: *value = 65536; break;
+    case cudaDevAttrClockRate: *value = 1980000; break;        // kHz
+    case cudaDevAttrMemoryClockRate: *value = 2619000; break;  // kHz
+    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; break;
+    case cudaDevAttrL2CacheSize: *value = 50 * 1024 * 1024; break;
+    case cudaDevAttrMultiProcessorCount: *value = kMultiProcessors; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
+    case cudaDevAttrMaxBlocksPerMultiprocessor: *value = 32; break;
+    case cudaDevAttrConcurrentKernels: *value = 1; break;
+    case cudaDevAttrUnifiedAddressing: *value = 1; break;
+    case cudaDevAttrAsyncEngineCount: *value = 2; break;
+    case cudaDevAttrCanMapHostMemory: *value = 1; break;
+    case cudaDevAttrManagedMemory: *value = 1; break;
+    case cudaDevAttrCooperativeLaunch: *value = 1; break;
+    case cudaDevAttrIntegrated: *value = 0; break;
+    case cudaDevAttrEccEnabled: *value = 0; break;
+    case cudaDevAttrPciBusId: case cudaDevAttrPciDeviceId: case cudaDevAttrPciDomainId: *value = 0; break;
+    case cudaDevAttrMemoryPoolsSupported: *value = 1; break;
+    default:
+      simt::fail("cudaDeviceGetAttribute(attribute %d) is not implemented by simt: add it to "
+                 "simt/runtime.cpp",
+                 (int)attr);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (!func) return ret(cudaErrorInvalidDeviceFunction);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > simt::detail::kSharedMemPerBlockOptin) return ret(cudaErrorInvalidValue);
+    simt::detail::set_max_dynamic_smem(func, value);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  if (!attr) return ret(cudaErrorInvalidValue);
+  if (!func) return ret(cudaErrorInvalidDeviceFunction);
+  memset(attr, 0, sizeof *attr);
+  attr->maxThreadsPerBlock = simt::detail::kMaxThreadsPerBlock;
+  attr->numRegs = 32;
+  attr->ptxVersion = 90;
+  attr->binaryVersion = 90;
+  attr->maxDynamicSharedSizeBytes = simt::detail::max_dynamic_smem(func);
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const void* func,
+                                                          int blockSize, size_t dynamicSMemSize) {
+  if (!numBlocks || blockSize <= 0) return ret(cudaErrorInvalidValue);
+  if (!func) return ret(cudaErrorInvalidDeviceFunction);
+  int by_threads = 2048 / blockSize;
+  int by_smem = dynamicSMemSize ? (int)((228 * 1024) / (dynamicSMemSize + 1024)) : 32;
+  *numBlocks = std::max(0, std::min(std::min(by_threads, by_smem), 32));
+  return cudaSuccess;
+}
+
+}  // extern "C"
