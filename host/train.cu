@@ -26,6 +26,7 @@
 #include "common/curves.h"
 #include "common/train_state.h"
 #include "common/weights.h"
+#include "host/cuda_model.h"
 #include "host/loader.h"
 #include "kernels/common.cuh"
 
@@ -307,6 +308,9 @@ static std::unique_ptr<Model> make_model(const std::string& device, const Config
     throw Error("no usable CUDA GPU (" + why +
                 "): train on the CPU with --device cpu (the reference path; slow)");
   }
+  // Before allocating: an out-of-memory failure then has the plan right above it.
+  printf("%s\n", cuda_memory_plan(c, mo).describe().c_str());
+  fflush(stdout);
   return make_cuda_model(c, mo);
 }
 

@@ -60,10 +60,7 @@ TEST(TrainCuda, SameMetricsAsTheCpuReference) {
   };
   std::string err;
   ASSERT_EQ(run_quiet(args("cpu", "cpu", "2"), &err), 0) << err;
-  int rc = run_quiet(args("cuda", "cuda", "2"), &err);
-  // Until the CUDA model is merged, host/cuda_model_stub.cu answers (delete with the stub).
-  if (rc != 0 && err.find("no CUDA model yet") != std::string::npos) GTEST_SKIP() << err;
-  ASSERT_EQ(rc, 0) << err;
+  ASSERT_EQ(run_quiet(args("cuda", "cuda", "2"), &err), 0) << err;
   auto cpu = metrics(d / "cpu/metrics.csv"), gpu = metrics(d / "cuda/metrics.csv");
   ASSERT_EQ(cpu.size(), 2u);
   ASSERT_EQ(gpu.size(), 2u);
