@@ -517,7 +517,12 @@ TEST(SimtMath, IntrinsicsMatchLibm) {
                              (float)__builtin_clz((unsigned)i + 1), (float)__builtin_ffs(i + 8),
                              std::exp((double)half_round(v)), half_round(std::fma(half_round(v), 2.0f, 1.0f)), -v};
     for (int k = 0; k < kMath; ++k) {
-      const double tol = (k == 25 || k == 26) ? 2e-3 * std::fabs(e[k]) + 1e-3 : 2e-6 * std::fabs(e[k]) + 2e-6;
+      // half results: half's precision; GPU fast intrinsics (__expf, __logf, __fdividef, __powf,
+      // __sinf, __cosf): their documented error bounds; the rest: a few ulp.
+      const bool half = k == 25 || k == 26, fast = k == 0 || k == 1 || k == 3 || (k >= 19 && k <= 21);
+      const double tol = half ? 2e-3 * std::fabs(e[k]) + 1e-3
+                         : fast ? 1e-4 * std::fabs(e[k]) + 1e-5
+                                : 2e-6 * std::fabs(e[k]) + 2e-6;
       EXPECT_NEAR(got[i * kMath + k], e[k], tol) << "function " << k << " at x = " << v;
     }
   }
@@ -688,8 +693,13 @@ struct GemmCase {
 
 class SimtCublas : public ::testing::Test {
  protected:
-  void SetUp() override { CUBLAS_CHECK(cublasCreate(&handle)); }
-  void TearDown() override { CUBLAS_CHECK(cublasDestroy(handle)); }
+  void SetUp() override {
+    VIT_REQUIRE_GPU();  // (skips the test from SetUp in the nvcc build without a GPU)
+    CUBLAS_CHECK(cublasCreate(&handle));
+  }
+  void TearDown() override {
+    if (handle) CUBLAS_CHECK(cublasDestroy(handle));
+  }
   cublasHandle_t handle = nullptr;
 };
 
