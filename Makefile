@@ -52,7 +52,7 @@ endif
 
 # --- sources ------------------------------------------------------------------------------
 MAINS      := host/vit_train.cu host/vit_predict.cu
-PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp)
+PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp bench/*.cpp)
 HOST_SRC   := $(filter-out $(MAINS),$(wildcard host/*.cu))
 SIMT_SRC   := $(wildcard simt/*.cpp)
 TEST_CU    := $(wildcard tests/*.cu)
@@ -108,6 +108,24 @@ vit_train: build/gpu/host/vit_train.o $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
 vit_predict: build/gpu/host/vit_predict.o $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
+
+# vit_bench links cuDNN when its header and library are found (its baselines), else goes without.
+CUDNN_H    := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
+BENCH_CUDNN := $(if $(CUDNN_H),-DVIT_HAVE_CUDNN,)
+BENCH_LIBS  := $(if $(CUDNN_H),-lcudnn,)
+build/gpu/bench/%.o: bench/%.cu | check-nvcc build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) $(GENCODE) -c $< -o $@
+vit_bench: $(BENCH_SRC:%.cu=build/gpu/%.o) $(HOST_GPU) $(PLAIN_OBJ)
+	$(NVCC) $(GENCODE) -o $@ $^ $(BENCH_LIBS) $(LIBS_GPU)
+bench: vit_bench
+
+# Registers, spills, local memory, static shared memory and occupancy of every kernel, for sm_80
+# and sm_90, from ptxas (this toolkit ships no cuobjdump). gpu_rows.cu calls every launcher, so
+# compiling it instantiates every kernel.
+resources: | check-nvcc build/.headers-ok
+	@{ for a in 80 90; do $(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) -arch=sm_$$a --resource-usage \
+	     -c bench/gpu_rows.cu -o /dev/null 2>&1 || exit 1; done; } | $(PYTHON) bench/resources.py
 
 # --- tests ----------------------------------------------------------------------------------------
 # build/test_simt: every test; CUDA code runs on the CPU through simt.

@@ -110,6 +110,8 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
   if (hlen > fsize - 8)
     fail(path, "not a safetensors file (or truncated): header length " + std::to_string(hlen) +
                    " exceeds the " + std::to_string(fsize - 8) + " bytes after it");
+  if (hlen > ((uint64_t)100 << 20))  // the format's own limit; also bounds our allocation
+    fail(path, "header of " + std::to_string(hlen) + " bytes is over the 100 MB safetensors limit");
   std::string header(hlen, '\0');
   if (hlen && fread(&header[0], 1, hlen, f) != hlen) fail(path, "cannot read the header");
   data_start_ = 8 + hlen;

@@ -49,11 +49,20 @@ inline void cublas_check(cublasStatus_t st, const char* call, const char* file, 
     cuda_fail(cublas_status_name(st), call, file, line, st == CUBLAS_STATUS_ALLOC_FAILED);
 }
 
+// Kernel launches made through LAUNCH since the program started (vit_bench reports launches per
+// training step).
+inline uint64_t& launch_counter() {
+  static uint64_t n = 0;
+  return n;
+}
+inline uint64_t launch_count() { return launch_counter(); }
+
 #if defined(__CUDACC__)
 template <typename... KArgs, typename... Args>
 inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
                           dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
                           Args&&... args) {
+  ++launch_counter();
   kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
   cuda_check(cudaGetLastError(), name, file, line);
 }
@@ -64,6 +73,7 @@ template <typename... KArgs, typename... Args>
 inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
                           dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
                           Args&&... args) {
+  ++launch_counter();
   simt::launch_kernel(name, file, line, kernel, grid, block, smem_bytes, stream,
                       std::forward<Args>(args)...);
   cuda_check(cudaGetLastError(), name, file, line);

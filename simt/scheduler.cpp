@@ -6,13 +6,15 @@
 // order: forward, reverse or a fresh shuffle) and resumes each until it blocks: at a
 // __syncthreads, at a warp operation whose other lanes have not all arrived, or at its exit.
 // The thread that completes a barrier or warp operation (the last to arrive) computes everyone's
-// result, marks the others ready, and carries on without switching. A round that finds nobody
+// result and marks all participants ready, itself included; they all continue in the next round,
+// so the order after every synchronisation point is the chosen one. A round that finds nobody
 // ready while some threads have not exited is a deadlock (divergent barrier, a lane that never
 // reaches a warp op...): simt aborts with a one-line description naming the kernel and block.
 //
-// Fiber stacks come from a pool (mmap'd once, with a PROT_NONE guard page below each) and are
+// Fiber stacks come from a pool (mmap'd once, with a PROT_NONE guard region below each) and are
 // reused by every block, so a context switch costs a few nanoseconds and no allocation.
 #include <link.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -78,23 +80,20 @@ void shuffle(V& v) {
 // ---------------------------------------------------------------------------------------------
 // Fiber stacks.
 constexpr size_t kStackBytes = 256 * 1024;
-size_t page_size() {
-  static size_t p = (size_t)sysconf(_SC_PAGESIZE);
-  return p;
-}
+constexpr size_t kStackGuardBytes = 64 * 1024;  // PROT_NONE below each stack: overflows fault
 struct StackPool {
-  std::vector<char*> stacks;  // each: [guard page][kStackBytes of stack]
+  std::vector<char*> stacks;  // each: [kStackGuardBytes guard][kStackBytes of stack]
   ctx::stack_context get(size_t i) {
     while (stacks.size() <= i) {
-      size_t total = kStackBytes + page_size();
+      size_t total = kStackBytes + kStackGuardBytes;
       void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) fail("cannot map %zu bytes for a fiber stack", total);
-      mprotect(p, page_size(), PROT_NONE);  // a stack overflow faults instead of corrupting
+      mprotect(p, kStackGuardBytes, PROT_NONE);  // a stack overflow faults instead of corrupting
       stacks.push_back(static_cast<char*>(p));
     }
     ctx::stack_context sc;
     sc.size = kStackBytes;
-    sc.sp = stacks[i] + page_size() + kStackBytes;
+    sc.sp = stacks[i] + kStackGuardBytes + kStackBytes;
     return sc;
   }
 };
@@ -341,6 +340,64 @@ void check_dynamic_smem_guard(size_t smem) {
 
 std::map<const void*, int> g_max_dynamic_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize
 
+// ---------------------------------------------------------------------------------------------
+// A crash inside a kernel (wild pointer, fiber stack overflow, integer division by zero) names
+// the kernel, block and thread. The handler runs on an alternate signal stack, since a fiber
+// stack overflow leaves no stack to run it on. Outside kernels the previous handler applies.
+struct sigaction g_old_action[NSIG];
+bool g_handlers_installed = false;
+thread_local bool t_altstack_installed = false;
+
+void crash_handler(int sig, siginfo_t* si, void* uctx) {
+  const Block& b = g_blk;
+  if (b.launch && b.cur) {
+    const Thread& t = *b.cur;
+    const char* what = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error"
+                       : sig == SIGFPE ? "arithmetic exception (integer division by zero? a GPU returns garbage)"
+                                       : "fatal signal";
+    const char* extra = "";
+    const size_t idx = (size_t)(&t - b.threads.data());
+    if ((sig == SIGSEGV || sig == SIGBUS) && idx < g_stacks.stacks.size()) {
+      const char* guard = g_stacks.stacks[idx];
+      const char* addr = static_cast<const char*>(si->si_addr);
+      if (addr >= guard && addr < guard + kStackGuardBytes)
+        extra = " (fiber stack overflow: a kernel's locals must fit in simt's 256 KiB stack)";
+    }
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf,
+                     "simt: %s%s in kernel %s (launched at %s:%d) block (%u,%u,%u) thread "
+                     "(%u,%u,%u), address %p\n",
+                     what, extra, b.launch->name, b.launch->file, b.launch->line,
+                     detail::g_block_idx.x, detail::g_block_idx.y, detail::g_block_idx.z, t.idx.x,
+                     t.idx.y, t.idx.z, si->si_addr);
+    if (n > 0) (void)!write(2, buf, std::min((size_t)n, sizeof buf - 1));
+    signal(SIGABRT, SIG_DFL);
+    abort();
+  }
+  // Not ours: hand the signal to whoever had it before (re-raised when this handler returns).
+  sigaction(sig, &g_old_action[sig], nullptr);
+  (void)uctx;
+}
+
+void install_crash_handlers() {
+  if (!t_altstack_installed) {
+    t_altstack_installed = true;
+    stack_t ss;
+    ss.ss_size = 64 * 1024;
+    ss.ss_sp = malloc(ss.ss_size);  // lives as long as the thread (never freed: tiny)
+    ss.ss_flags = 0;
+    if (ss.ss_sp) sigaltstack(&ss, nullptr);
+  }
+  if (g_handlers_installed) return;
+  g_handlers_installed = true;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = crash_handler;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE}) sigaction(sig, &sa, &g_old_action[sig]);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -366,6 +423,16 @@ Order thread_order() {
   std::lock_guard<std::recursive_mutex> lock(detail::device_mutex());
   init_order_from_env();
   return g_order.order;
+}
+void reset_thread_order() {
+  std::lock_guard<std::recursive_mutex> lock(detail::device_mutex());
+  g_order = OrderState();
+  init_order_from_env();
+}
+uint64_t thread_order_seed() {
+  std::lock_guard<std::recursive_mutex> lock(detail::device_mutex());
+  init_order_from_env();
+  return g_order.seed;
 }
 
 namespace detail {
@@ -403,6 +470,7 @@ void launch(const KernelLaunch& L) {
 
   std::lock_guard<std::recursive_mutex> lock(device_mutex());
   init_order_from_env();
+  install_crash_handlers();  // before the TLS block is borrowed: it reads a thread_local
   Block& b = g_blk;
   if (b.launch) fail("kernel %s launched from inside kernel %s", L.name, b.launch->name);
   b.launch = &L;
@@ -482,8 +550,9 @@ int block_barrier(BarrierKind kind, int predicate, const char* file, int line) {
     b.threads[i].bar_result = result;
     b.threads[i].state = St::Ready;
   }
-  t->state = St::Running;
   b.at_barrier = 0;
+  // The last to arrive does not run on: everyone continues in the next round, in the chosen order.
+  yield_to_scheduler();
   return result;
 }
 
@@ -634,7 +703,8 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   complete_warp_op(wbase, mask, op);
   b.warp_waiting[w] &= ~mask;
   for (unsigned m = mask; m; m &= m - 1) b.threads[wbase + (unsigned)__builtin_ctz(m)].state = St::Ready;
-  t->state = St::Running;
+  // As for barriers: all participants continue in the next round, in the chosen order.
+  yield_to_scheduler();
   return t->result;
 }
 

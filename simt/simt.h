@@ -77,6 +77,9 @@ namespace simt {
 enum class Order { Forward, Reverse, Shuffle };
 void set_thread_order(Order order, uint64_t seed = 0);
 Order thread_order();
+uint64_t thread_order_seed();
+// Back to the order SIMT_ORDER names (forward when unset), re-reading the environment.
+void reset_thread_order();
 
 // Give a device allocation a name for simt's error messages ("... of allocation 'qkv' ...").
 void name_allocation(const void* device_ptr, const char* name);
@@ -135,13 +138,13 @@ inline uint64_t to_bits(const T& v) {
   static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
                 "simt: warp shuffles take values of at most 8 bytes");
   uint64_t r = 0;
-  std::memcpy(&r, &v, sizeof(T));
+  std::memcpy(&r, static_cast<const void*>(&v), sizeof(T));
   return r;
 }
 template <class T>
 inline T from_bits(uint64_t r) {
   T v;
-  std::memcpy(&v, &r, sizeof(T));
+  std::memcpy(static_cast<void*>(&v), &r, sizeof(T));
   return v;
 }
 

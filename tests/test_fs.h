@@ -16,6 +16,9 @@
 #include <vector>
 
 namespace vit_test {
+// A namespace of its own: tests/toy_cifar.h has a different vit_test::TempDir, and two inline
+// classes of one name would silently merge at link time.
+namespace fs {
 
 inline std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -86,4 +89,5 @@ class TempDir {
   std::string dir_;
 };
 
+}  // namespace fs
 }  // namespace vit_test

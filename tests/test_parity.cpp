@@ -22,7 +22,7 @@
 #include "tests/test_util.h"
 
 using vit::SafeTensorsFile;
-using vit_test::fixture;
+using vit_test::fs::fixture;
 
 namespace {
 

@@ -31,7 +31,7 @@
 #include <stb/stb_image_write.h>
 #pragma GCC diagnostic pop
 
-using vit_test::TempDir;
+using vit_test::fs::TempDir;
 
 namespace {
 
@@ -190,7 +190,7 @@ TEST(Predict, ErrorsAreOneLineAndExitOne) {
   vit::save_checkpoint(w, c, vit::ParamLayout(c), params.data());
   const std::vector<uint8_t> rgb = pixels(16, 16, 3, 1);
   ASSERT_TRUE(stbi_write_png(png.c_str(), 16, 16, 3, rgb.data(), 48));
-  vit_test::write_file(junk, "not an image");
+  vit_test::fs::write_file(junk, "not an image");
 
   auto check = [](const std::vector<std::string>& args, const std::string& part) {
     PredictRun r = predict(args);
@@ -231,7 +231,7 @@ TEST(Predict, ClassNames) {
 // The bilinear resize behind vit_predict against PyTorch's F.interpolate(align_corners=False)
 // (fixture from tools/make_fixtures.py: 8x8 -> 56x56), through image_to_input's plumbing.
 TEST(Predict, ResizeMatchesPyTorchBilinear) {
-  vit::SafeTensorsFile f(vit_test::fixture("resize_bilinear.safetensors"));
+  vit::SafeTensorsFile f(vit_test::fs::fixture("resize_bilinear.safetensors"));
   const std::vector<float> in = f.read("input"), want = f.read("output_f32");
   std::vector<float> got((size_t)3 * 56 * 56);
   for (int ch = 0; ch < 3; ++ch)

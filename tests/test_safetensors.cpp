@@ -20,7 +20,7 @@
 #include "tests/test_fs.h"
 
 using vit::SafeTensorsFile;
-using vit_test::TempDir;
+using vit_test::fs::TempDir;
 
 namespace {
 
@@ -31,7 +31,7 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   for (int i = 0; i < 8; ++i) bytes[i] = (char)(n >> (8 * i));
   bytes += header;
   bytes += data;
-  vit_test::write_file(path, bytes);
+  vit_test::fs::write_file(path, bytes);
 }
 
 // `f` throws vit::Error whose message contains every one of `parts`.
@@ -88,12 +88,12 @@ TEST(SafeTensors, WriteReadRoundTrip) {
   expect_error([&] { f.read_into("layer.weight", small.data(), 3); }, {p, "'layer.weight'", "30"});
 
   // The data section starts 8-byte aligned and no temporary file is left behind.
-  std::string bytes = vit_test::read_file(p);
+  std::string bytes = vit_test::fs::read_file(p);
   uint64_t n = 0;
   memcpy(&n, bytes.data(), 8);
   EXPECT_EQ((8 + n) % 8, 0u);
   EXPECT_EQ(bytes.size(), 8 + n + 4 * (30 + 3 + 1));
-  EXPECT_EQ(vit_test::list_dir(d.dir()), std::vector<std::string>{"a.safetensors"});
+  EXPECT_EQ(vit_test::fs::list_dir(d.dir()), std::vector<std::string>{"a.safetensors"});
 }
 
 TEST(SafeTensors, ReadsF16AndBF16) {
@@ -187,12 +187,12 @@ TEST(SafeTensors, ValidationErrors) {
 
   // Shorter than the length prefix; length prefix beyond the file; missing file.
   const std::string tiny = d.path("tiny.safetensors");
-  vit_test::write_file(tiny, "abc");
+  vit_test::fs::write_file(tiny, "abc");
   expect_error([&] { SafeTensorsFile f(tiny); }, {tiny, "3 bytes"});
   const std::string cut = d.path("cut.safetensors");
   std::string bytes(8, '\0');
   bytes[0] = 100;  // header of 100 bytes, only 10 present
-  vit_test::write_file(cut, bytes + "{\"a\": {}} ");
+  vit_test::fs::write_file(cut, bytes + "{\"a\": {}} ");
   expect_error([&] { SafeTensorsFile f(cut); }, {cut, "header length 100", "10 bytes"});
   expect_error([&] { SafeTensorsFile f(d.path("missing.safetensors")); },
                {d.path("missing.safetensors"), "cannot open"});
@@ -205,7 +205,7 @@ TEST(SafeTensors, WriteRejectsBadRequestsWithoutTouchingTheFile) {
   float x = 1.0f;
   expect_error([&] { vit::write_safetensors(p, {{"a", {1}, &x}, {"a", {1}, &x}}); }, {p, "'a'", "twice"});
   expect_error([&] { vit::write_safetensors(p, {{"__metadata__", {1}, &x}}); }, {p});
-  EXPECT_TRUE(vit_test::list_dir(d.dir()).empty());
+  EXPECT_TRUE(vit_test::fs::list_dir(d.dir()).empty());
 }
 
 // A write that fails half way (here: the file-size limit, as a full disk would) throws, removes
@@ -215,7 +215,7 @@ TEST(SafeTensors, FailedWriteKeepsTheOldFile) {
   const std::string p = d.path("ckpt.safetensors");
   std::vector<float> old(16, 1.0f), big(1 << 16, 2.0f);
   vit::write_safetensors(p, {{"w", {16}, old.data()}}, {{"step", "1"}});
-  const std::string before = vit_test::read_file(p);
+  const std::string before = vit_test::fs::read_file(p);
 
   struct rlimit saved;
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
@@ -233,8 +233,8 @@ TEST(SafeTensors, FailedWriteKeepsTheOldFile) {
   setrlimit(RLIMIT_FSIZE, &saved);
   signal(SIGXFSZ, old_handler);
   EXPECT_TRUE(threw);
-  EXPECT_EQ(vit_test::read_file(p), before);
-  EXPECT_EQ(vit_test::list_dir(d.dir()), std::vector<std::string>{"ckpt.safetensors"});
+  EXPECT_EQ(vit_test::fs::read_file(p), before);
+  EXPECT_EQ(vit_test::fs::list_dir(d.dir()), std::vector<std::string>{"ckpt.safetensors"});
   SafeTensorsFile f(p);
   EXPECT_EQ(f.metadata().at("step"), "1");
 
@@ -242,5 +242,5 @@ TEST(SafeTensors, FailedWriteKeepsTheOldFile) {
   const std::string sub = d.path("adir");
   ASSERT_EQ(mkdir(sub.c_str(), 0755), 0);
   expect_error([&] { vit::write_safetensors(sub, {{"w", {16}, old.data()}}); }, {sub});
-  EXPECT_EQ(vit_test::list_dir(d.dir()), (std::vector<std::string>{"adir", "ckpt.safetensors"}));
+  EXPECT_EQ(vit_test::fs::list_dir(d.dir()), (std::vector<std::string>{"adir", "ckpt.safetensors"}));
 }

@@ -54,13 +54,20 @@ inline void for_each_thread_order(const std::function<void(const char*)>& f) { f
 #define VIT_REQUIRE_GPU() do {} while (0)
 namespace vit_test {
 // Under simt: run the body with threads between barriers in forward and in reverse order, so
-// a missing __syncthreads changes the result. Restores forward order afterwards.
+// a missing __syncthreads changes the result; under SIMT_ORDER=shuffle[:SEED] also shuffled.
+// Restores the order it found (SIMT_ORDER's, else forward) afterwards.
 inline void for_each_thread_order(const std::function<void(const char*)>& f) {
+  const simt::Order initial = simt::thread_order();
+  const uint64_t seed = simt::thread_order_seed();
   simt::set_thread_order(simt::Order::Forward);
   f("forward");
   simt::set_thread_order(simt::Order::Reverse);
   f("reverse");
-  simt::set_thread_order(simt::Order::Forward);
+  if (initial == simt::Order::Shuffle) {
+    simt::set_thread_order(simt::Order::Shuffle, seed);
+    f("shuffle");
+  }
+  simt::set_thread_order(initial, seed);
 }
 }  // namespace vit_test
 #endif

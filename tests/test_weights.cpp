@@ -26,8 +26,8 @@ using vit::LoadOptions;
 using vit::ParamLayout;
 using vit::SafeTensorsFile;
 using vit::WeightFormat;
-using vit_test::fixture;
-using vit_test::TempDir;
+using vit_test::fs::fixture;
+using vit_test::fs::TempDir;
 
 namespace {
 
@@ -387,7 +387,7 @@ TEST(Weights, BadFilesNameTheTensor) {
   expect_error([&] { vit::load_weights(src, with_flags({{"heads", "4"}})); }, {src, "--heads 2", "--heads 4"});
   // Not a safetensors file at all.
   const std::string junk = d.path("junk.safetensors");
-  vit_test::write_file(junk, "this is not a checkpoint");
+  vit_test::fs::write_file(junk, "this is not a checkpoint");
   expect_error([&] { vit::load_weights(junk, {}); }, {junk});
 }
 

@@ -1,0 +1,425 @@
+// bench/gpu_rows.cu — the GPU section of vit_bench: every kernel forward and backward at the
+// shapes of the basic preset (batch 64) and vit-b16 (batch 32), the cuBLAS/cuDNN baselines on the
+// same shapes, and the whole training step.
+//
+// Each timing is the median of repeated runs after warm-up, with the L2 cache flushed (a
+// memset over twice its size) before every run, timed by cudaEvents on the stream. Every kernel
+// declares its FLOPs and the bytes it must move from its shape; achieved GB/s and TFLOP/s are
+// compared with the device's peak: bandwidth from the memory clock and bus width, FLOP/s from
+// SM count x clock x the architecture's per-SM throughput (table below).
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/gpu_rows.h"
+#include "common/cost.h"
+#include "common/model.h"
+#include "common/params.h"
+#include "host/cuda_model.h"
+#include "kernels/adam.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/common.cuh"
+#include "kernels/gelu.cuh"
+#include "kernels/input.cuh"
+#include "kernels/layernorm.cuh"
+#include "kernels/loss.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/patch_embed.cuh"
+#if defined(VIT_HAVE_CUDNN)
+#include <cudnn.h>
+#endif
+
+namespace vit {
+namespace {
+
+// FLOP per clock per SM: FP32 on CUDA cores and dense TF32 on tensor cores.
+struct ArchPeak { int cc; double fp32, tf32; };
+const ArchPeak ARCH_PEAKS[] = {
+    {80, 128, 1024},   // A100
+    {86, 256, 256},    // RTX 30xx, A40
+    {89, 256, 256},    // RTX 40xx, L40
+    {90, 256, 2048},   // H100, H200
+    {100, 256, 4096},  // B200
+    {120, 256, 256},   // RTX 50xx
+};
+
+struct Device {
+  std::string name;
+  int cc = 0, sms = 0, l2 = 0;
+  double clock_hz = 0, bw = 0, fp32 = 0, tf32 = 0;
+};
+
+Device query_device() {
+  Device d;
+  cudaDeviceProp p;
+  CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  d.name = p.name;
+  d.cc = p.major * 10 + p.minor;
+  d.sms = p.multiProcessorCount;
+  int clk_khz = 0, mem_khz = 0, bus = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&clk_khz, cudaDevAttrClockRate, 0));
+  CUDA_CHECK(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, 0));
+  CUDA_CHECK(cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, 0));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.l2, cudaDevAttrL2CacheSize, 0));
+  d.clock_hz = clk_khz * 1e3;
+  d.bw = 2.0 * mem_khz * 1e3 * bus / 8;  // double data rate
+  const ArchPeak* best = &ARCH_PEAKS[0];
+  for (const ArchPeak& a : ARCH_PEAKS)
+    if (a.cc <= d.cc) best = &a;  // the nearest architecture at or below
+  d.fp32 = d.sms * d.clock_hz * best->fp32;
+  d.tf32 = d.sms * d.clock_hz * best->tf32;
+  return d;
+}
+
+// Median milliseconds of f() over `reps` runs after `warm` runs, flushing L2 before each run.
+struct Timer {
+  cudaStream_t st;
+  void* flush = nullptr;
+  size_t flush_bytes = 0;
+  cudaEvent_t a, b;
+  Timer(cudaStream_t s, int l2) : st(s) {
+    flush_bytes = std::max(2 * (size_t)l2, (size_t)8 << 20);
+    CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() { cudaFree(flush); cudaEventDestroy(a); cudaEventDestroy(b); }
+  double ms(const std::function<void()>& f, int reps, int warm = 2) {
+    for (int i = 0; i < warm; ++i) f();
+    std::vector<float> t;
+    for (int i = 0; i < reps; ++i) {
+      CUDA_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
+      CUDA_CHECK(cudaEventRecord(a, st));
+      f();
+      CUDA_CHECK(cudaEventRecord(b, st));
+      CUDA_CHECK(cudaEventSynchronize(b));
+      float x = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&x, a, b));
+      t.push_back(x);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+// A device buffer of n floats filled with small values (random-ish, deterministic).
+__global__ void fill_kernel(float* p, size_t n, float scale) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) p[i] = scale * (float)((int)((i * 2654435761u) % 2001u) - 1000) / 1000.0f;
+}
+struct Buf {
+  float* p = nullptr;
+  Buf(size_t n, cudaStream_t st, float scale = 0.1f) {
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(float)));
+    LAUNCH(fill_kernel, ceil_div(std::max<size_t>(n, 1), 256), 256, 0, st, p, n, scale);
+  }
+  ~Buf() { cudaFree(p); }
+};
+
+struct Ctx {
+  Device dev;
+  cudaStream_t st;
+  cublasHandle_t h;
+  Timer* timer;
+  int reps;
+  std::vector<BenchRow>* rows;
+  // One row: `flops` and `bytes` declared from the shape; compute-bound rows are judged
+  // against the TF32 (tensor) or FP32 peak, memory-bound ones against bandwidth.
+  void row(const std::string& name, const std::string& shape, double flops, double bytes,
+           bool tensor, const std::function<void()>& f, const std::string& note = "") {
+    BenchRow r;
+    r.section = "kernel";
+    r.name = name;
+    r.shape = shape;
+    r.ms = timer->ms(f, reps);
+    double s = r.ms * 1e-3;
+    r.gbps = bytes / s / 1e9;
+    r.tflops = flops / s / 1e12;
+    double pf = flops / s / (tensor ? dev.tf32 : dev.fp32), pb = bytes / s / dev.bw;
+    r.pct_peak = 100 * std::max(pf, pb);
+    r.note = note.empty() ? (pf > pb ? (tensor ? "of TF32 peak" : "of FP32 peak") : "of DRAM peak")
+                          : note;
+    rows->push_back(r);
+  }
+};
+
+// Row-major y (N,out) = x (N,in) W^T with cuBLAS alone: the baseline of our matmul layer.
+void cublas_linear(cublasHandle_t h, const float* x, const float* w, float* y, int N, int in,
+                   int out) {
+  const float one = 1, zero = 0;
+  CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, &one, w, in, x, in, &zero, y,
+                           out));
+}
+
+void bench_preset(Ctx& cx, const std::string& pname, int B) {
+  Config c = preset(pname);
+  const int T = c.tokens(), C = c.hidden, M = c.mlp, NH = c.heads, K = c.classes;
+  const int R = c.image_size, P = c.patch_dim(), Np = c.patches();
+  const size_t N = (size_t)B * T;
+  cudaStream_t st = cx.st;
+  auto shp = [&](const std::string& s) { return pname + " " + s; };
+  char sb[128];
+
+  // input: uint8 (B,3,32,32) -> float (B,3,R,R)
+  {
+    uint8_t* img;
+    CUDA_CHECK(cudaMalloc(&img, (size_t)B * 3 * 32 * 32));
+    CUDA_CHECK(cudaMemsetAsync(img, 7, (size_t)B * 3 * 32 * 32, st));
+    Buf out((size_t)B * 3 * R * R, st);
+    InputSpec in;
+    in.augment = Augment::CropFlip;
+    snprintf(sb, sizeof sb, "B=%d 32->%d", B, R);
+    cx.row("input (crop-flip, resize)", shp(sb), 0, B * 3 * 32 * 32 + 4.0 * B * 3 * R * R, false,
+           [&] { input_forward(st, img, B, in, c, true, 1, 1, out.p); });
+    CUDA_CHECK(cudaFree(img));
+  }
+  // patch embedding
+  {
+    Buf x((size_t)B * 3 * R * R, st), w((size_t)C * P, st), b(C, st), cls(C, st), pos((size_t)T * C, st);
+    Buf cols((size_t)B * Np * P, st), out(N * C, st), dw((size_t)C * P, st), db(C, st),
+        dcls(C, st), dpos((size_t)T * C, st);
+    Buf scratch(patch_embed_scratch_floats(B, 3, R, c.patch_size, C), st);
+    double fl = 2.0 * B * Np * P * C;
+    snprintf(sb, sizeof sb, "B=%d N=%d P=%d C=%d", B, Np, P, C);
+    cx.row("patch_embed fwd", shp(sb), fl, 4.0 * (B * 3.0 * R * R + 2.0 * B * Np * P + N * C), true,
+           [&] { patch_embed_forward(cx.h, st, x.p, w.p, b.p, cls.p, pos.p, cols.p, out.p, B, 3, R,
+                                     c.patch_size, C); });
+    cx.row("patch_embed bwd", shp(sb), fl, 4.0 * (B * Np * P + N * C), true,
+           [&] { patch_embed_backward(cx.h, st, out.p, cols.p, dw.p, db.p, dcls.p, dpos.p,
+                                      scratch.p, B, 3, R, c.patch_size, C); });
+    cx.row("cuBLAS patch GEMM", shp(sb), fl, 4.0 * (B * Np * P + C * P + B * Np * C), true,
+           [&] { cublas_linear(cx.h, cols.p, w.p, out.p, B * Np, P, C); }, "baseline");
+#if defined(VIT_HAVE_CUDNN)
+    {
+      cudnnHandle_t dn;
+      cudnnCreate(&dn);
+      cudnnSetStream(dn, st);
+      cudnnTensorDescriptor_t xd, yd;
+      cudnnFilterDescriptor_t wd;
+      cudnnConvolutionDescriptor_t cd;
+      cudnnCreateTensorDescriptor(&xd);
+      cudnnCreateTensorDescriptor(&yd);
+      cudnnCreateFilterDescriptor(&wd);
+      cudnnCreateConvolutionDescriptor(&cd);
+      cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, 3, R, R);
+      cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, C, 3, c.patch_size,
+                                 c.patch_size);
+      cudnnSetConvolution2dDescriptor(cd, 0, 0, c.patch_size, c.patch_size, 1, 1,
+                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+      cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
+      int g = c.grid();
+      cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, B, C, g, g);
+      cudnnConvolutionFwdAlgoPerf_t perf[8];
+      int found = 0;
+      cudnnFindConvolutionForwardAlgorithm(dn, xd, wd, cd, yd, 8, &found, perf);
+      size_t ws = 0;
+      if (found > 0)
+        cudnnGetConvolutionForwardWorkspaceSize(dn, xd, wd, cd, yd, perf[0].algo, &ws);
+      void* wsp = nullptr;
+      if (ws) CUDA_CHECK(cudaMalloc(&wsp, ws));
+      const float one = 1, zero = 0;
+      if (found > 0)
+        cx.row("cuDNN conv (patch embed)", shp(sb), fl, 4.0 * (B * 3.0 * R * R + C * P + N * C),
+               true, [&] {
+                 cudnnConvolutionForward(dn, &one, xd, x.p, wd, w.p, cd, perf[0].algo, wsp, ws,
+                                         &zero, yd, out.p);
+               }, "baseline");
+      cudaFree(wsp);
+      cudnnDestroyTensorDescriptor(xd);
+      cudnnDestroyTensorDescriptor(yd);
+      cudnnDestroyFilterDescriptor(wd);
+      cudnnDestroyConvolutionDescriptor(cd);
+      cudnnDestroy(dn);
+    }
+#endif
+  }
+  // LayerNorm
+  {
+    Buf x(N * C, st), w(C, st), b(C, st), y(N * C, st), mean(N, st), rstd(N, st), dx(N * C, st),
+        dw(C, st), db(C, st), scratch(layernorm_scratch_floats((int)N, C), st);
+    snprintf(sb, sizeof sb, "N=%zu C=%d", N, C);
+    cx.row("layernorm fwd", shp(sb), 0, 4.0 * 2 * N * C, false,
+           [&] { layernorm_forward(st, x.p, w.p, b.p, y.p, mean.p, rstd.p, (int)N, C, c.ln_eps); });
+    cx.row("layernorm bwd", shp(sb), 0, 4.0 * 4 * N * C, false,
+           [&] { layernorm_backward(st, y.p, x.p, w.p, mean.p, rstd.p, dx.p, dw.p, db.p,
+                                    scratch.p, (int)N, C); });
+  }
+  // The linear layers: ours (GEMM + fused epilogue) against cuBLAS's GEMM alone.
+  struct Lin { const char* name; int in, out; bool gelu; };
+  const Lin lins[] = {{"qkv", C, 3 * C, false}, {"proj", C, C, false}, {"fc1+gelu", C, M, true},
+                      {"fc2", M, C, false}};
+  for (const Lin& l : lins) {
+    Buf x(N * l.in, st), w((size_t)l.out * l.in, st), b(l.out, st), y(N * l.out, st),
+        pre(l.gelu ? N * l.out : 1, st), dx(N * l.in, st), dw((size_t)l.out * l.in, st),
+        db(l.out, st), scratch(matmul_scratch_floats((int)N, l.out), st);
+    double fl = 2.0 * N * l.in * l.out;
+    snprintf(sb, sizeof sb, "N=%zu %dx%d", N, l.in, l.out);
+    double io = 4.0 * (N * l.in + (double)l.in * l.out + N * l.out * (l.gelu ? 2 : 1));
+    cx.row(std::string("matmul ") + l.name + " fwd", shp(sb), fl, io, true, [&] {
+      matmul_forward(cx.h, st, x.p, l.in, w.p, b.p, y.p, (int)N, l.in, l.out,
+                     l.gelu ? pre.p : nullptr, c.gelu);
+    });
+    cx.row(std::string("cuBLAS ") + l.name + " GEMM", shp(sb), fl, io, true,
+           [&] { cublas_linear(cx.h, x.p, w.p, y.p, (int)N, l.in, l.out); }, "baseline");
+    cx.row(std::string("matmul ") + l.name + " bwd", shp(sb), 2 * fl,
+           4.0 * (2.0 * N * l.in + 2.0 * l.in * l.out + N * l.out), true, [&] {
+             matmul_backward(cx.h, st, y.p, x.p, l.in, w.p, dx.p, l.in, dw.p, db.p, scratch.p,
+                             (int)N, l.in, l.out);
+           });
+    if (l.gelu)
+      cx.row("gelu bwd", shp(sb), 0, 4.0 * 3 * N * l.out, false,
+             [&] { gelu_backward(st, y.p, pre.p, dx.p, N * l.out, c.gelu); });
+  }
+  // Attention
+  {
+    Buf qkv(N * 3 * C, st), out(N * C, st), lse((size_t)B * NH * T, st), dout(N * C, st),
+        dqkv(N * 3 * C, st), scratch(attention_scratch_floats(B, T, C, NH), st);
+    double fl = 4.0 * B * T * T * C;  // q k^T and p v
+    snprintf(sb, sizeof sb, "B=%d T=%d NH=%d hd=%d", B, T, NH, c.head_dim());
+    cx.row("attention fwd", shp(sb), fl, 4.0 * (N * 3 * C + N * C), false, [&] {
+      attention_forward(st, qkv.p, out.p, lse.p, B, T, C, NH, c.attn_dropout, 1, 16, 1);
+    });
+    cx.row("attention bwd", shp(sb), 2.5 * fl, 4.0 * (N * 3 * C + 3.0 * N * C), false, [&] {
+      attention_backward(st, dout.p, qkv.p, out.p, lse.p, dqkv.p, scratch.p, B, T, C, NH,
+                         c.attn_dropout, 1, 16, 1);
+    });
+    // Baseline: the unfused computation with cuBLAS strided-batched GEMMs (scores and
+    // probs @ v, (T,T) scores materialised), softmax excluded: a floor for any unfused version.
+    Buf q(N * C, st), s((size_t)B * NH * T * T, st);
+    const int hd = c.head_dim();
+    const float scale = 1.0f / sqrtf((float)hd), zero = 0, one = 1;
+    cx.row("cuBLAS attention GEMMs", shp(sb), fl, 4.0 * (3.0 * N * C + 2.0 * B * NH * T * T), true, [&] {
+      // per (b, h): S (T,T) = Q K^T, O = S V; heads as batches with stride hd over (B*NH)
+      CUBLAS_CHECK(cublasSgemmStridedBatched(cx.h, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &scale,
+                                             qkv.p + C, 3 * C, (long long)hd, qkv.p, 3 * C,
+                                             (long long)hd, &zero, s.p, T, (long long)T * T,
+                                             B * NH));
+      CUBLAS_CHECK(cublasSgemmStridedBatched(cx.h, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one,
+                                             qkv.p + 2 * C, 3 * C, (long long)hd, s.p, T,
+                                             (long long)T * T, &zero, q.p, C, (long long)hd,
+                                             B * NH));
+    }, "baseline (approx. head strides)");
+  }
+  // loss and optimizer
+  {
+    Buf logits((size_t)B * K, st), losses(B, st), dlogits((size_t)B * K, st), metrics(2, st);
+    int32_t* labels;
+    CUDA_CHECK(cudaMalloc(&labels, B * sizeof(int32_t)));
+    CUDA_CHECK(cudaMemsetAsync(labels, 0, B * sizeof(int32_t), st));
+    snprintf(sb, sizeof sb, "B=%d K=%d", B, K);
+    cx.row("xent fwd+bwd", shp(sb), 0, 4.0 * 2 * B * K, false, [&] {
+      xent_forward_backward(st, logits.p, labels, losses.p, dlogits.p, metrics.p, B, K, 0.1f,
+                            1.0f / B);
+    });
+    CUDA_CHECK(cudaFree(labels));
+    ParamLayout lay(c);
+    size_t n = lay.total;
+    Buf p(n, st), g(n, st), m(n, st, 0), v(n, st, 0), nc(2, st), sc(grad_norm_scratch_floats(n), st);
+    std::vector<TensorSpan> spans;
+    for (const ParamTensor& t : lay.tensors) spans.push_back({t.offset, t.numel, t.decay ? 1 : 0});
+    TensorSpan* dspans;
+    CUDA_CHECK(cudaMalloc(&dspans, spans.size() * sizeof(TensorSpan)));
+    CUDA_CHECK(cudaMemcpy(dspans, spans.data(), spans.size() * sizeof(TensorSpan),
+                          cudaMemcpyHostToDevice));
+    OptimConfig o;
+    o.kind = OptimConfig::AdamW;
+    o.weight_decay = 0.05f;
+    o.clip_grad = 1.0f;
+    snprintf(sb, sizeof sb, "%zu params", n);
+    cx.row("grad norm + clip", shp(sb), 0, 4.0 * n, false,
+           [&] { grad_norm_clip(st, g.p, n, 1.0f, 1.0f, nc.p, sc.p); });
+    cx.row("adamw", shp(sb), 0, 4.0 * 7 * n, false, [&] {
+      adam_update(st, p.p, g.p, m.p, v.p, n, dspans, (int)spans.size(), o, 1e-4f, 10, 1.0f, nc.p);
+    });
+    CUDA_CHECK(cudaFree(dspans));
+  }
+}
+
+// The whole training step of the CUDA model, random weights, one fixed batch.
+void bench_step(Ctx& cx, const std::string& pname, int B, bool quick) {
+  Config c = preset(pname);
+  ModelOptions o;
+  o.max_batch = B;
+  size_t free0 = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  std::unique_ptr<Model> m = make_cuda_model(c, o);
+  std::vector<float> p(m->layout().total);
+  init_params(c, m->layout(), 1, p.data());
+  m->set_params(p.data());
+  uint8_t* img;
+  int32_t* lab;
+  CUDA_CHECK(cudaMallocHost(&img, (size_t)B * 3 * 32 * 32));
+  CUDA_CHECK(cudaMallocHost(&lab, B * sizeof(int32_t)));
+  for (size_t i = 0; i < (size_t)B * 3 * 32 * 32; ++i) img[i] = (uint8_t)(i * 37);
+  for (int i = 0; i < B; ++i) lab[i] = i % c.classes;
+  OptimConfig opt;
+  opt.kind = OptimConfig::AdamW;
+  int64_t t = 0;
+  auto step = [&] {
+    m->zero_grad();
+    m->forward(img, lab, B, true, (uint64_t)t);
+    m->backward();
+    m->optimizer_step(opt, 1e-4f, ++t, 1.0f);
+  };
+  step();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  size_t free1 = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  uint64_t launches0 = launch_count();
+  step();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  uint64_t launches = launch_count() - launches0;
+  double ms = cx.timer->ms(step, quick ? 3 : 20, 1);
+  BenchRow r;
+  r.section = "step";
+  r.name = "train step (fwd+bwd+adamw)";
+  r.shape = pname + " B=" + std::to_string(B);
+  r.ms = ms;
+  r.images_per_s = B * 1e3 / ms;
+  StepCost sc = step_cost(c, B);
+  r.tflops = sc.train.total() / (ms * 1e-3) / 1e12;
+  r.pct_peak = 100 * sc.train.total() / (ms * 1e-3) / cx.dev.tf32;
+  double epoch_s = 50000.0 / r.images_per_s;
+  char note[256];
+  snprintf(note, sizeof note,
+           "epoch %.1f s, 50 epochs %.1f min; %llu kernel launches + cuBLAS; %.0f MiB device "
+           "memory",
+           epoch_s, 50 * epoch_s / 60, (unsigned long long)launches,
+           (free0 - free1) / 1048576.0);
+  r.note = note;
+  cx.rows->push_back(r);
+  CUDA_CHECK(cudaFreeHost(img));
+  CUDA_CHECK(cudaFreeHost(lab));
+}
+
+}  // namespace
+
+std::vector<BenchRow> run_gpu_rows(bool quick) {
+  std::vector<BenchRow> rows;
+  Ctx cx;
+  cx.dev = query_device();
+  printf("GPU: %s (sm_%d, %d SMs, %.2f GHz): peak %.0f GB/s, FP32 %.1f TFLOP/s, TF32 %.1f "
+         "TFLOP/s\n",
+         cx.dev.name.c_str(), cx.dev.cc, cx.dev.sms, cx.dev.clock_hz / 1e9, cx.dev.bw / 1e9,
+         cx.dev.fp32 / 1e12, cx.dev.tf32 / 1e12);
+  CUDA_CHECK(cudaStreamCreate(&cx.st));
+  CUBLAS_CHECK(cublasCreate(&cx.h));
+  CUBLAS_CHECK(cublasSetStream(cx.h, cx.st));
+  CUBLAS_CHECK(cublasSetMathMode(cx.h, CUBLAS_TF32_TENSOR_OP_MATH));
+  Timer timer(cx.st, cx.dev.l2);
+  cx.timer = &timer;
+  cx.reps = quick ? 3 : 20;
+  cx.rows = &rows;
+  bench_preset(cx, "basic", 64);
+  bench_preset(cx, "vit-b16", 32);
+  bench_step(cx, "basic", 64, quick);
+  bench_step(cx, "vit-b16", 32, quick);
+  cublasDestroy(cx.h);
+  cudaStreamDestroy(cx.st);
+  return rows;
+}
+
+}  // namespace vit

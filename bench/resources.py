@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""`make resources`: per kernel and architecture, the registers, spills, local memory (stack
+frame) and static shared memory that ptxas reports (`nvcc --resource-usage`), and the theoretical
+occupancy at the kernel's block size.
+
+Reads ptxas's report on stdin. The block size of a kernel is taken from its
+`__launch_bounds__(N)` in kernels/*.cuh (a number, or a template parameter resolved from the
+mangled name where possible); kernels without one are shown at 256 threads, marked '*'.
+Dynamic shared memory is chosen at launch and is not included.
+"""
+import glob
+import re
+import subprocess
+import sys
+
+# Per-SM limits: max warps, max blocks, registers, shared memory usable by blocks (bytes).
+LIMITS = {"sm_80": (64, 32, 65536, 167936), "sm_90": (64, 32, 65536, 233472)}
+
+
+def launch_bounds():
+    bounds = {}
+    for path in glob.glob("kernels/*.cuh"):
+        src = open(path).read()
+        for m in re.finditer(r"__launch_bounds__\(\s*(\d+)[^)]*\)\s*(?:void\s+)?(\w+)\s*\(", src):
+            bounds[m.group(2)] = int(m.group(1))
+    return bounds
+
+
+def occupancy(arch, threads, regs, smem):
+    max_warps, max_blocks, reg_file, smem_sm = LIMITS[arch]
+    warps = (threads + 31) // 32
+    regs_per_warp = ((max(regs, 1) * 32 + 255) // 256) * 256
+    by_regs = (reg_file // regs_per_warp) // warps
+    by_smem = smem_sm // (smem + 1024) if smem > 0 else max_blocks
+    blocks = min(max_blocks, max_warps // warps, by_regs, by_smem)
+    return 100.0 * blocks * warps / max_warps
+
+
+def demangle(names):
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        return dict(zip(names, out))
+    except (OSError, subprocess.CalledProcessError):
+        return {n: n for n in names}
+
+
+def main():
+    text = sys.stdin.read()
+    rows, cur = [], None
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line)
+        if m:
+            cur = {"name": m.group(1), "arch": m.group(2), "regs": 0, "smem": 0, "stack": 0,
+                   "spill_st": 0, "spill_ld": 0}
+            rows.append(cur)
+            continue
+        if cur is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            cur["stack"], cur["spill_st"], cur["spill_ld"] = map(int, m.groups())
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            cur["regs"] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            cur["smem"] = int(s.group(1)) if s else 0
+    if not rows:
+        sys.exit("resources: no kernels in ptxas output (did the compile fail?)")
+    names = demangle(sorted({r["name"] for r in rows}))
+    bounds = launch_bounds()
+    bad = 0
+    print("%-6s %-60s %5s %7s %6s %7s %6s %6s" % ("arch", "kernel", "regs", "spill B", "stack", "smem B",
+                                                 "block", "occ %"))
+    for r in sorted(rows, key=lambda r: (r["arch"], names[r["name"]])):
+        pretty = names[r["name"]]
+        short = re.sub(r"^(?:void )?vit::(?:\(anonymous namespace\)::)?", "", pretty)
+        base = re.match(r"[\w:]*?(\w+)(?:<|\()", short)
+        threads = bounds.get(base.group(1) if base else "", 0)
+        mark = ""
+        if not threads:
+            threads, mark = 256, "*"
+        occ = occupancy(r["arch"], threads, r["regs"], r["smem"])
+        spill = r["spill_st"] + r["spill_ld"]
+        bad += spill > 0 or r["stack"] > 0
+        if len(short) > 60:
+            short = short[:57] + "..."
+        print("%-6s %-60s %5d %7d %6d %7d %5d%1s %6.0f" % (r["arch"], short, r["regs"], spill,
+                                                           r["stack"], r["smem"], threads, mark, occ))
+    print("\n%d kernel builds; %s" % (len(rows), "no spills and no local memory in any kernel"
+                                       if bad == 0 else "%d with spills or local memory (stack)" % bad))
+
+
+if __name__ == "__main__":
+    main()

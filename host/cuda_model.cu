@@ -1,0 +1,651 @@
+// host/cuda_model.cu — the CUDA model: host orchestration of a whole training step.
+//
+// What runs where (all on `stream_`, the compute stream, in this order; docs/cuda_model.md has
+// the list):
+//   forward   input_forward -> patch_embed_forward -> dropout (in place) ->
+//             L x [LN1 -> QKV matmul -> attention -> proj matmul -> dropout+residual ->
+//                  LN2 -> FC1 matmul+bias+GELU -> FC2 matmul -> dropout+residual] ->
+//             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
+//             (+ dlogits; loss sum and correct count accumulate on the device)
+//   backward  the same in reverse with the backward launchers; parameter gradients +=.
+//   optimizer grad_norm_clip -> adam_update, each one launch over the flat buffers.
+// The host never waits for the GPU inside a step: results are read back only by get_*(),
+// last_loss(), last_grad_norm() and take_metrics().
+//
+// Input batches: forward() copies the caller's images/labels into one of two pinned staging
+// slots (a memcpy of ~200 KB), then cudaMemcpyAsync's them on `copy_stream_` into the matching
+// device slot; the compute stream waits on the copy's event. The copy of batch k may run while
+// batch k-1 computes; a slot is reused only after the compute stream has recorded that it is
+// done with it (event `consumed_`), and the staging slot only after its copy finished
+// (event `copied_`). Staging makes forward() safe for any host buffer the caller then reuses
+// (the loader's double buffer is refilled while the GPU still lags behind).
+#include "host/cuda_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/params.h"
+#include "common/philox.h"
+#include "kernels/adam.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/common.cuh"
+#include "kernels/dropout.cuh"
+#include "kernels/gelu.cuh"
+#include "kernels/input.cuh"
+#include "kernels/layernorm.cuh"
+#include "kernels/loss.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/patch_embed.cuh"
+
+namespace vit {
+namespace {
+
+constexpr size_t ARENA_ALIGN = 256;  // cudaMalloc's alignment: every piece may use float4
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// Shapes of one model instance; B is the planned (maximum) batch.
+struct Dims {
+  int B, T, C, M, NH, L, K, R, S, N, P, Cin, p;
+  size_t BT() const { return (size_t)B * T; }
+  size_t BTC() const { return BT() * C; }
+  size_t BTM() const { return BT() * M; }
+};
+
+Dims dims_of(const Config& c, const ModelOptions& o, int B) {
+  Dims d;
+  d.B = B;
+  d.T = c.tokens();
+  d.C = c.hidden;
+  d.M = c.mlp;
+  d.NH = c.heads;
+  d.L = c.layers;
+  d.K = c.classes;
+  d.R = c.image_size;
+  d.S = o.input.src_size;
+  d.N = c.patches();
+  d.P = c.patch_dim();
+  d.Cin = c.channels;
+  d.p = c.patch_size;
+  return d;
+}
+
+// Floats of kernel scratch one step needs at batch B: the largest single request (the launches
+// run one after another on one stream, so they share one scratch buffer).
+size_t scratch_floats(const Dims& d, size_t param_total) {
+  const int NT = d.B * d.T;
+  size_t s = 0;
+  s = std::max(s, patch_embed_scratch_floats(d.B, d.Cin, d.R, d.p, d.C));
+  s = std::max(s, layernorm_scratch_floats(NT, d.C));
+  s = std::max(s, matmul_scratch_floats(NT, 3 * d.C));
+  s = std::max(s, matmul_scratch_floats(NT, d.C));
+  s = std::max(s, matmul_scratch_floats(NT, d.M));
+  s = std::max(s, matmul_scratch_floats(d.B, d.K));
+  s = std::max(s, attention_scratch_floats(d.B, d.T, d.C, d.NH));
+  s = std::max(s, grad_norm_scratch_floats(param_total));
+  return std::max<size_t>(s, 1);
+}
+
+// Every buffer outside the four parameter-sized ones. Per-layer activations are stored
+// layer after layer, each layer slot sized for the planned batch.
+struct Activations {
+  uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream)
+  int32_t* label[2];  // (B)
+  float* x;           // (B, Cin, R, R) normalised model input
+  float* cols;        // (B*N, P) im2col of x, saved for the patch-embedding weight gradient
+  float* res;         // (L+1, B, T, C) residual stream entering layer l; res[L] leaves the encoder
+  float* ln1;         // (L, B, T, C) LN1 output
+  float* ln1_mean;    // (L, B*T)
+  float* ln1_rstd;    // (L, B*T)
+  float* qkv;         // (L, B, T, 3C) packed q|k|v
+  float* att;         // (L, B, T, C) attention output (heads concatenated), before proj
+  float* lse;         // (L, B, NH, T) attention row log-sum-exp
+  float* mid;         // (L, B, T, C) residual stream after the attention branch
+  float* ln2;         // (L, B, T, C)
+  float* ln2_mean;    // (L, B*T)
+  float* ln2_rstd;    // (L, B*T)
+  float* fc1_pre;     // (L, B, T, M) FC1 output before GELU
+  float* fc1_act;     // (L, B, T, M) GELU output = FC2 input
+  float* lnf;         // (B, T, C) final LN output (config.final_ln only)
+  float* lnf_mean;    // (B*T)
+  float* lnf_rstd;    // (B*T)
+  float* logits;      // (B, K)
+  float* losses;      // (B) per-image loss of the last forward
+  float* dlogits;     // (B, K) = d(mean loss)/d(logits)
+  float* metrics;     // (2) running [loss sum, correct count] since the last take_metrics()
+  float* norm_coef;   // (2) [global grad norm, clip coefficient] of the last optimizer step
+  float* tmp;         // (B, T, C) proj / fc2 output before dropout+residual; dropout grads
+  float* dres;        // (B, T, C) gradient of the residual stream (LN backwards add into it)
+  float* dln;         // (B, T, C) gradient of an LN output (and of the final LN's input rows)
+  float* datt;        // (B, T, C) gradient of the attention output
+  float* dqkv;        // (B, T, 3C)
+  float* dact;        // (B, T, M) gradient of the GELU output
+  float* dpre;        // (B, T, M) gradient of the FC1 output
+  TensorSpan* spans;  // (nspans) parameter tensors for adam_update's decay flags
+  float* scratch;     // (scratch_floats) shared by the launchers that need scratch
+};
+
+// Calls f(name, pointer-to-member-pointer, bytes) for every piece of the arena, in order.
+// Planning sums the bytes; allocation hands out pointers. One list, so the plan and the
+// allocation cannot disagree.
+template <class F>
+void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratch, Activations& a,
+                    F&& f) {
+  const size_t L = d.L, F4 = sizeof(float);
+  const size_t img = (size_t)d.B * d.Cin * d.S * d.S;
+  for (int s = 0; s < 2; ++s) {
+    f(s ? "img1" : "img0", (void**)&a.img[s], img);
+    f(s ? "label1" : "label0", (void**)&a.label[s], (size_t)d.B * sizeof(int32_t));
+  }
+  f("x", (void**)&a.x, (size_t)d.B * d.Cin * d.R * d.R * F4);
+  f("cols", (void**)&a.cols, (size_t)d.B * d.N * d.P * F4);
+  f("res", (void**)&a.res, (L + 1) * d.BTC() * F4);
+  f("ln1", (void**)&a.ln1, L * d.BTC() * F4);
+  f("ln1_mean", (void**)&a.ln1_mean, L * d.BT() * F4);
+  f("ln1_rstd", (void**)&a.ln1_rstd, L * d.BT() * F4);
+  f("qkv", (void**)&a.qkv, L * 3 * d.BTC() * F4);
+  f("att", (void**)&a.att, L * d.BTC() * F4);
+  f("lse", (void**)&a.lse, L * d.BT() * d.NH * F4);
+  f("mid", (void**)&a.mid, L * d.BTC() * F4);
+  f("ln2", (void**)&a.ln2, L * d.BTC() * F4);
+  f("ln2_mean", (void**)&a.ln2_mean, L * d.BT() * F4);
+  f("ln2_rstd", (void**)&a.ln2_rstd, L * d.BT() * F4);
+  f("fc1_pre", (void**)&a.fc1_pre, L * d.BTM() * F4);
+  f("fc1_act", (void**)&a.fc1_act, L * d.BTM() * F4);
+  if (c.final_ln) {
+    f("lnf", (void**)&a.lnf, d.BTC() * F4);
+    f("lnf_mean", (void**)&a.lnf_mean, d.BT() * F4);
+    f("lnf_rstd", (void**)&a.lnf_rstd, d.BT() * F4);
+  } else {
+    a.lnf = a.lnf_mean = a.lnf_rstd = nullptr;
+  }
+  f("logits", (void**)&a.logits, (size_t)d.B * d.K * F4);
+  f("losses", (void**)&a.losses, (size_t)d.B * F4);
+  f("dlogits", (void**)&a.dlogits, (size_t)d.B * d.K * F4);
+  f("metrics", (void**)&a.metrics, 2 * F4);
+  f("norm_coef", (void**)&a.norm_coef, 2 * F4);
+  f("tmp", (void**)&a.tmp, d.BTC() * F4);
+  f("dres", (void**)&a.dres, d.BTC() * F4);
+  f("dln", (void**)&a.dln, d.BTC() * F4);
+  f("datt", (void**)&a.datt, d.BTC() * F4);
+  f("dqkv", (void**)&a.dqkv, 3 * d.BTC() * F4);
+  f("dact", (void**)&a.dact, d.BTM() * F4);
+  f("dpre", (void**)&a.dpre, d.BTM() * F4);
+  f("spans", (void**)&a.spans, nspans * sizeof(TensorSpan));
+  f("scratch", (void**)&a.scratch, scratch * F4);
+}
+
+size_t arena_bytes(const Config& c, const Dims& d, size_t nspans, size_t scratch) {
+  Activations a;
+  size_t total = 0;
+  for_each_piece(c, d, nspans, scratch, a,
+                 [&](const char*, void**, size_t bytes) { total += align_up(bytes, ARENA_ALIGN); });
+  return total;
+}
+
+std::string human_bytes(size_t b) {
+  char buf[32];
+  if (b >= ((size_t)1 << 30)) snprintf(buf, sizeof buf, "%.2f GiB", b / 1073741824.0);
+  else snprintf(buf, sizeof buf, "%.1f MiB", b / 1048576.0);
+  return buf;
+}
+
+void check_options(const Config& c, const ModelOptions& o) {
+  validate(c);
+  if (o.max_batch < 1)
+    throw Error("the CUDA model needs max_batch >= 1 (got " + std::to_string(o.max_batch) + ")");
+  if (o.input.src_size < 1)
+    throw Error("input source size must be positive (got " + std::to_string(o.input.src_size) +
+                ")");
+}
+
+class CudaModel final : public Model {
+ public:
+  CudaModel(const Config& c, const ModelOptions& o)
+      : cfg_(c), opt_(o), layout_(c), dims_(dims_of(c, o, o.max_batch)) {
+    plan_ = cuda_memory_plan(c, o);
+    const size_t n = layout_.total;
+
+    // Refuse up front, in one line, when the plan cannot fit (cudaMalloc would fail halfway).
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && plan_.total_bytes() > free_b)
+      throw Error("the model needs " + human_bytes(plan_.total_bytes()) + " of GPU memory (" +
+                  human_bytes(plan_.param_bytes) + " parameters+gradients+Adam, " +
+                  human_bytes(plan_.activation_bytes) + " activations for batch " +
+                  std::to_string(o.max_batch) + ") but only " + human_bytes(free_b) +
+                  " is free: lower --batch-size (or use --accum-steps)");
+    cudaGetLastError();  // cudaMemGetInfo's failure (if any) is not this model's error
+
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    for (int s = 0; s < 2; ++s) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&copied_[s], cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventCreateWithFlags(&consumed_[s], cudaEventDisableTiming));
+    }
+    CUBLAS_CHECK(cublasCreate(&cublas_));
+    CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+
+    // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
+    // padding between tensors then stays 0 through every Adam step); the parameters then get
+    // init_params(seed), as the CPU model's do.
+    float** flat[4] = {&params_, &grads_, &m_, &v_};
+    for (float** p : flat) {
+      CUDA_CHECK(cudaMalloc((void**)p, n * sizeof(float)));
+      CUDA_CHECK(cudaMemsetAsync(*p, 0, n * sizeof(float), stream_));
+    }
+    name_allocation(params_, "params");
+    name_allocation(grads_, "grads");
+    name_allocation(m_, "adam_m");
+    name_allocation(v_, "adam_v");
+
+    allocate_activations();
+    make_layer_views();
+
+    // Pinned staging for the input batches.
+    const size_t img_bytes = (size_t)dims_.B * dims_.Cin * dims_.S * dims_.S;
+    for (int s = 0; s < 2; ++s) {
+      CUDA_CHECK(cudaMallocHost((void**)&stage_img_[s], img_bytes));
+      CUDA_CHECK(cudaMallocHost((void**)&stage_label_[s], (size_t)dims_.B * sizeof(int32_t)));
+      // Recorded once so the first waits on them are trivially satisfied.
+      CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
+      CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
+    }
+
+    // Tensor spans for the optimizer's weight-decay flags: uploaded once.
+    std::vector<TensorSpan> spans;
+    for (const ParamTensor& t : layout_.tensors)
+      spans.push_back(TensorSpan{(uint64_t)t.offset, (uint64_t)t.numel, t.decay ? 1 : 0});
+    nspans_ = (int)spans.size();
+    CUDA_CHECK(cudaMemcpyAsync(act_.spans, spans.data(), spans.size() * sizeof(TensorSpan),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
+    std::vector<float> init(n, 0.0f);
+    init_params(cfg_, layout_, o.seed, init.data());
+    upload(params_, init.data(), n);  // synchronises: `spans` and `init` are freed on return
+  }
+
+  ~CudaModel() override {
+    // No CUDA_CHECK here: a destructor must not exit; errors at teardown change nothing.
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (copy_stream_) cudaStreamSynchronize(copy_stream_);
+    for (float* p : {params_, grads_, m_, v_}) cudaFree(p);
+    for (void* p : arena_pieces_) cudaFree(p);
+    for (int s = 0; s < 2; ++s) {
+      cudaFreeHost(stage_img_[s]);
+      cudaFreeHost(stage_label_[s]);
+      cudaEventDestroy(copied_[s]);
+      cudaEventDestroy(consumed_[s]);
+    }
+    if (cublas_) cublasDestroy(cublas_);
+    if (copy_stream_) cudaStreamDestroy(copy_stream_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const Config& config() const override { return cfg_; }
+  const ParamLayout& layout() const override { return layout_; }
+
+  void get_params(float* out) const override { download(out, params_, layout_.total); }
+  void set_params(const float* in) override { upload(params_, in, layout_.total); }
+  void get_grads(float* out) const override { download(out, grads_, layout_.total); }
+  void get_adam_state(float* m, float* v) const override {
+    download(m, m_, layout_.total);
+    download(v, v_, layout_.total);
+  }
+  void set_adam_state(const float* m, const float* v) override {
+    upload(m_, m, layout_.total);
+    upload(v_, v, layout_.total);
+  }
+
+  void forward(const uint8_t* images, const int32_t* labels, int B, bool train,
+               uint64_t step) override {
+    check_batch(B);
+    if (!images || !labels) throw Error("CudaModel::forward needs images and labels");
+    const int s = slot_;
+    slot_ ^= 1;
+    // Stage the batch (the caller may reuse its buffers as soon as we return).
+    const size_t img_bytes = (size_t)B * dims_.Cin * dims_.S * dims_.S;
+    CUDA_CHECK(cudaEventSynchronize(copied_[s]));  // staging slot s: its last copy is done
+    memcpy(stage_img_[s], images, img_bytes);
+    memcpy(stage_label_[s], labels, (size_t)B * sizeof(int32_t));
+    // Device slot s is free once the compute stream has finished the batch that used it.
+    CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, consumed_[s], 0));
+    CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s], img_bytes, cudaMemcpyHostToDevice,
+                               copy_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(act_.label[s], stage_label_[s], (size_t)B * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, copy_stream_));
+    CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
+
+    input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
+    encoder_forward(B, train, step);
+    // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
+    // the CPU model, and gives the gradient without dropout.
+    xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses, act_.dlogits,
+                          act_.metrics, B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
+    CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
+
+    last_B_ = B;
+    last_step_ = step;
+    last_train_ = train;
+    have_forward_ = true;
+    metric_count_ += B;
+  }
+
+  void backward() override {
+    if (!have_forward_) throw Error("CudaModel::backward() needs a forward() first");
+    const Dims d = dims_of(cfg_, opt_, last_B_);  // the actual batch
+    const ParamLayout& P = layout_;
+    const int NT = d.B * d.T;
+    const size_t n = d.BTC();
+    const uint64_t seed = opt_.seed, step = last_step_;
+    const float p_hidden = last_train_ ? cfg_.dropout : 0.0f;
+    const float p_attn = last_train_ ? cfg_.attn_dropout : 0.0f;
+    float* g = grads_;
+    const float* w = params_;
+    Activations& a = act_;
+
+    // Head on the CLS rows (row stride T*C); the other rows' gradient is 0.
+    const float* xfin = cfg_.final_ln ? a.lnf : layer_res(d.L);
+    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
+    float* dfin = a.dres;
+    if (cfg_.final_ln) {
+      CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
+      dfin = a.dln;
+    }
+    matmul_backward(cublas_, stream_, a.dlogits, xfin, d.T * d.C, w + P.head_w, dfin, d.T * d.C,
+                    g + P.head_w, g + P.head_b, a.scratch, d.B, d.C, d.K);
+    if (cfg_.final_ln)
+      layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
+                         a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
+
+    for (int l = d.L - 1; l >= 0; --l) {
+      const ParamLayout::Block& b = P.blocks[l];
+      const Layer& A = layer_[l];
+      // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
+      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 2), step);
+      matmul_backward(cublas_, stream_, a.tmp, A.fc1_act, d.M, w + b.fc2_w, a.dact, d.M,
+                      g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
+      gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
+      matmul_backward(cublas_, stream_, a.dpre, A.ln2, d.C, w + b.fc1_w, a.dln, d.C, g + b.fc1_w,
+                      g + b.fc1_b, a.scratch, NT, d.C, d.M);
+      layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
+                         g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
+      // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
+      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 1), step);
+      matmul_backward(cublas_, stream_, a.tmp, A.att, d.C, w + b.proj_w, a.datt, d.C,
+                      g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C, d.C);
+      attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C,
+                         d.NH, p_attn, seed, layer_site(l, 0), step);
+      matmul_backward(cublas_, stream_, a.dqkv, A.ln1, d.C, w + b.qkv_w, a.dln, d.C, g + b.qkv_w,
+                      cfg_.qkv_bias ? g + b.qkv_b : nullptr, a.scratch, NT, d.C, 3 * d.C);
+      layernorm_backward(stream_, a.dln, A.res, w + b.ln1_w, A.ln1_mean, A.ln1_rstd, a.dres,
+                         g + b.ln1_w, g + b.ln1_b, a.scratch, NT, d.C);  // dres = d res[l]
+    }
+    // Embedding: res[0] = drop(patch_embed(x)).
+    dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, SITE_EMBED_DROPOUT, step);
+    patch_embed_backward(cublas_, stream_, a.tmp, a.cols, g + P.patch_w, g + P.patch_b, g + P.cls,
+                         g + P.pos, a.scratch, d.B, d.Cin, d.R, d.p, d.C);
+  }
+
+  void zero_grad() override {
+    CUDA_CHECK(cudaMemsetAsync(grads_, 0, layout_.total * sizeof(float), stream_));
+  }
+
+  void optimizer_step(const OptimConfig& o, float lr, int64_t t, float grad_scale) override {
+    const size_t n = layout_.total;
+    grad_norm_clip(stream_, grads_, n, grad_scale, o.clip_grad, act_.norm_coef, act_.scratch);
+    adam_update(stream_, params_, grads_, m_, v_, n, act_.spans, nspans_, o, lr, t, grad_scale,
+                act_.norm_coef);
+  }
+
+  float last_grad_norm() override {
+    float nc[2];
+    download(nc, act_.norm_coef, 2);
+    return nc[0];
+  }
+
+  void get_logits(float* out) const override {
+    download(out, act_.logits, (size_t)last_B_ * dims_.K);
+  }
+
+  float last_loss() override {
+    if (last_B_ == 0) return NAN;  // no forward yet (as the CPU model)
+    std::vector<float> losses(last_B_);
+    download(losses.data(), act_.losses, losses.size());
+    double sum = 0;
+    for (float x : losses) sum += x;
+    return (float)(sum / last_B_);
+  }
+
+  Metrics take_metrics() override {
+    float m[2];
+    download(m, act_.metrics, 2);
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    Metrics r;
+    r.loss_sum = m[0];
+    r.correct = (int64_t)llround(m[1]);
+    r.count = metric_count_;
+    metric_count_ = 0;
+    return r;
+  }
+
+  void infer(const float* x, int B, float* logits) override {
+    if (B < 0) throw Error("infer: negative batch size");
+    const size_t per_image = (size_t)dims_.Cin * dims_.R * dims_.R;
+    for (int b0 = 0; b0 < B; b0 += dims_.B) {
+      const int nb = std::min(dims_.B, B - b0);
+      CUDA_CHECK(cudaMemcpyAsync(act_.x, x + b0 * per_image, nb * per_image * sizeof(float),
+                                 cudaMemcpyHostToDevice, stream_));
+      encoder_forward(nb, /*train=*/false, 0);
+      CUDA_CHECK(cudaMemcpyAsync(logits + (size_t)b0 * dims_.K, act_.logits,
+                                 (size_t)nb * dims_.K * sizeof(float), cudaMemcpyDeviceToHost,
+                                 stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));  // x and logits are the caller's (pageable)
+    }
+    // The saved activations are now infer()'s, not those of the last forward.
+    have_forward_ = false;
+  }
+
+ private:
+  // Forward from the normalised input act_.x to act_.logits, B images. Dropout only when train.
+  void encoder_forward(int B, bool train, uint64_t step) {
+    const Dims d = dims_of(cfg_, opt_, B);
+    check_scratch(d);
+    const ParamLayout& P = layout_;
+    const int NT = d.B * d.T;
+    const size_t n = d.BTC();
+    const uint64_t seed = opt_.seed;
+    const float p_hidden = train ? cfg_.dropout : 0.0f;
+    const float p_attn = train ? cfg_.attn_dropout : 0.0f;
+    const float* w = params_;
+    Activations& a = act_;
+
+    patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls, w + P.pos,
+                        a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
+    dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
+                    step);
+    for (int l = 0; l < d.L; ++l) {
+      const ParamLayout::Block& b = P.blocks[l];
+      const Layer& A = layer_[l];
+      layernorm_forward(stream_, A.res, w + b.ln1_w, w + b.ln1_b, A.ln1, A.ln1_mean, A.ln1_rstd,
+                        NT, d.C, cfg_.ln_eps);
+      matmul_forward(cublas_, stream_, A.ln1, d.C, w + b.qkv_w,
+                     cfg_.qkv_bias ? w + b.qkv_b : nullptr, A.qkv, NT, d.C, 3 * d.C);
+      attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                        layer_site(l, 0), step);
+      matmul_forward(cublas_, stream_, A.att, d.C, w + b.proj_w, w + b.proj_b, a.tmp, NT, d.C,
+                     d.C);
+      dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
+                               step);
+      layernorm_forward(stream_, A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2_mean, A.ln2_rstd,
+                        NT, d.C, cfg_.ln_eps);
+      matmul_forward(cublas_, stream_, A.ln2, d.C, w + b.fc1_w, w + b.fc1_b, A.fc1_act, NT, d.C,
+                     d.M, A.fc1_pre, cfg_.gelu);
+      matmul_forward(cublas_, stream_, A.fc1_act, d.M, w + b.fc2_w, w + b.fc2_b, a.tmp, NT, d.M,
+                     d.C);
+      dropout_residual_forward(stream_, A.mid, a.tmp, layer_res(l + 1), n, p_hidden, seed,
+                               layer_site(l, 2), step);
+    }
+    const float* xfin = layer_res(d.L);
+    if (cfg_.final_ln) {
+      layernorm_forward(stream_, xfin, w + P.lnf_w, w + P.lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, NT,
+                        d.C, cfg_.ln_eps);
+      xfin = a.lnf;
+    }
+    // Classifier on the CLS token: row 0 of every image, i.e. rows of stride T*C.
+    matmul_forward(cublas_, stream_, xfin, d.T * d.C, w + P.head_w, w + P.head_b, a.logits, d.B,
+                   d.C, d.K);
+  }
+
+  // Residual stream entering layer l (l = L: leaving the encoder).
+  float* layer_res(int l) const { return act_.res + (size_t)l * dims_.BTC(); }
+
+  // Per-layer views into the arena, fixed at allocation. Slots are sized for the planned
+  // batch; an actual batch B uses the first B images' worth of each slot.
+  struct Layer {
+    float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
+        *fc1_pre, *fc1_act;
+  };
+  void make_layer_views() {
+    const Activations& a = act_;
+    const size_t btc = dims_.BTC(), bt = dims_.BT(), btm = dims_.BTM();
+    for (int l = 0; l < dims_.L; ++l) {
+      const size_t L = (size_t)l;
+      layer_.push_back(Layer{a.res + L * btc, a.ln1 + L * btc, a.ln1_mean + L * bt,
+                             a.ln1_rstd + L * bt, a.qkv + L * 3 * btc, a.att + L * btc,
+                             a.lse + L * bt * dims_.NH, a.mid + L * btc, a.ln2 + L * btc,
+                             a.ln2_mean + L * bt, a.ln2_rstd + L * bt, a.fc1_pre + L * btm,
+                             a.fc1_act + L * btm});
+    }
+  }
+
+  void check_batch(int B) const {
+    if (B < 1 || B > dims_.B)
+      throw Error("batch of " + std::to_string(B) + " images: the CUDA model was planned for 1.." +
+                  std::to_string(dims_.B) + " (ModelOptions::max_batch)");
+  }
+  // The scratch was planned at max_batch; make sure no launcher wants more at this batch.
+  void check_scratch(const Dims& d) const {
+    if (scratch_floats(d, layout_.total) > scratch_floats_)
+      throw Error("internal: kernel scratch for batch " + std::to_string(d.B) +
+                  " exceeds the plan for batch " + std::to_string(dims_.B));
+  }
+
+  void allocate_activations() {
+    scratch_floats_ = scratch_floats(dims_, layout_.total);
+    const size_t nspans = layout_.tensors.size();
+#if defined(VIT_SIMT)
+    // Under simt every piece gets its own allocation so simt's guard bytes catch a kernel that
+    // writes past one buffer into the next. On the GPU: one allocation, carved up.
+    for_each_piece(cfg_, dims_, nspans, scratch_floats_, act_,
+                   [&](const char* name, void** p, size_t bytes) {
+                     CUDA_CHECK(cudaMalloc(p, std::max<size_t>(bytes, 1)));
+                     arena_pieces_.push_back(*p);
+                     name_allocation(*p, name);
+                   });
+#else
+    const size_t total = arena_bytes(cfg_, dims_, nspans, scratch_floats_);
+    char* base = nullptr;
+    CUDA_CHECK(cudaMalloc((void**)&base, total));
+    arena_pieces_.push_back(base);
+    size_t off = 0;
+    for_each_piece(cfg_, dims_, nspans, scratch_floats_, act_,
+                   [&](const char*, void** p, size_t bytes) {
+                     *p = base + off;
+                     off += align_up(bytes, ARENA_ALIGN);
+                   });
+#endif
+  }
+
+  static void name_allocation(const void* p, const char* name) {
+#if defined(VIT_SIMT)
+    simt::name_allocation(p, name);  // simt's guard reports then name the buffer
+#else
+    (void)p;
+    (void)name;
+#endif
+  }
+
+  void download(float* host, const float* dev, size_t n) const {
+    CUDA_CHECK(cudaMemcpyAsync(host, dev, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void upload(float* dev, const float* host, size_t n) {
+    CUDA_CHECK(cudaMemcpyAsync(dev, host, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free `host` on return
+  }
+
+  Config cfg_;
+  ModelOptions opt_;
+  ParamLayout layout_;
+  Dims dims_;  // planned: dims_.B = max_batch
+  CudaMemoryPlan plan_;
+
+  cudaStream_t stream_ = nullptr;       // every launch, cuBLAS call and read-back
+  cudaStream_t copy_stream_ = nullptr;  // host -> device input copies
+  cudaEvent_t copied_[2] = {};          // input slot s copied (compute waits; staging reuse)
+  cudaEvent_t consumed_[2] = {};        // compute is done with input slot s
+  cublasHandle_t cublas_ = nullptr;
+
+  float* params_ = nullptr;  // (total) flat, ParamLayout order
+  float* grads_ = nullptr;   // (total) += by backward()
+  float* m_ = nullptr;       // (total) Adam first moment
+  float* v_ = nullptr;       // (total) Adam second moment
+  Activations act_{};
+  std::vector<void*> arena_pieces_;
+  std::vector<Layer> layer_;  // per-layer views into act_
+  size_t scratch_floats_ = 0;
+  int nspans_ = 0;
+
+  uint8_t* stage_img_[2] = {};    // pinned (max_batch, Cin, S, S)
+  int32_t* stage_label_[2] = {};  // pinned (max_batch)
+  int slot_ = 0;
+
+  int last_B_ = 0;
+  uint64_t last_step_ = 0;
+  bool last_train_ = false;
+  bool have_forward_ = false;  // activations and dlogits of a forward() are in place
+  int64_t metric_count_ = 0;
+};
+
+}  // namespace
+
+std::string CudaMemoryPlan::describe() const {
+  char buf[256];
+  snprintf(buf, sizeof buf,
+           "GPU memory: %s parameters+gradients+Adam (%zu floats each), %s activations "
+           "(batch %d), %s in all (+ cuBLAS workspace)",
+           human_bytes(param_bytes).c_str(), param_floats, human_bytes(activation_bytes).c_str(),
+           max_batch, human_bytes(total_bytes()).c_str());
+  return buf;
+}
+
+CudaMemoryPlan cuda_memory_plan(const Config& c, const ModelOptions& o) {
+  check_options(c, o);
+  ParamLayout layout(c);
+  const Dims d = dims_of(c, o, o.max_batch);
+  CudaMemoryPlan p;
+  p.max_batch = o.max_batch;
+  p.param_floats = layout.total;
+  p.param_bytes = 4 * layout.total * sizeof(float);
+  p.activation_bytes =
+      arena_bytes(c, d, layout.tensors.size(), scratch_floats(d, layout.total));
+  return p;
+}
+
+std::unique_ptr<Model> make_cuda_model(const Config& c, const ModelOptions& o) {
+  check_options(c, o);
+  return std::unique_ptr<Model>(new CudaModel(c, o));
+}
+
+}  // namespace vit

@@ -1,0 +1,679 @@
+// host/train.cu — see train.h. The training loop, evaluation, outputs (metrics.csv,
+// config.json, checkpoints, curves.png), progress display and signal handling of vit_train.
+// Device-agnostic: the model is a vit::Model, made by make_cuda_model or make_cpu_model.
+#include "host/train.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/cifar.h"
+#include "common/cli.h"
+#include "common/error.h"
+#include "common/params.h"
+#include "common/curves.h"
+#include "common/train_state.h"
+#include "common/weights.h"
+#include "host/loader.h"
+#include "kernels/common.cuh"
+
+namespace vit {
+
+// ---- options ------------------------------------------------------------------------------------
+
+static std::string fmt_g(double v, int digits = 9) {
+  char b[48];
+  snprintf(b, sizeof b, "%.*g", digits, v);
+  return b;
+}
+
+std::map<std::string, std::string> TrainOptions::to_map() const {
+  std::map<std::string, std::string> m;
+  m["device"] = device;
+  m["data"] = data;
+  m["epochs"] = std::to_string(epochs);
+  m["batch_size"] = std::to_string(batch_size);
+  m["accum_steps"] = std::to_string(accum_steps);
+  m["lr"] = fmt_g(lr);
+  m["optimizer"] = optimizer;
+  m["weight_decay"] = fmt_g(weight_decay);
+  m["schedule"] = schedule;
+  m["warmup_epochs"] = fmt_g(warmup_epochs);
+  m["label_smoothing"] = fmt_g(label_smoothing);
+  m["clip_grad"] = fmt_g(clip_grad);
+  m["augment"] = augment;
+  m["seed"] = std::to_string(seed);
+  m["tf32"] = tf32 ? "true" : "false";
+  m["max_steps"] = std::to_string(max_steps);
+  m["log_every"] = std::to_string(log_every);
+  return m;
+}
+
+void TrainOptions::set(const std::string& key, const std::string& v) {
+  std::string flag = "--" + key;
+  for (char& ch : flag) if (ch == '_') ch = '-';
+  auto non_negative = [&](double x) {
+    if (!(x >= 0) || !std::isfinite(x)) throw Error(flag + " must be >= 0 (got " + v + ")");
+  };
+  auto positive = [&](double x) {
+    if (!(x > 0) || !std::isfinite(x)) throw Error(flag + " must be positive (got " + v + ")");
+  };
+  if (key == "device") device = cli::parse_choice(flag, v, {"cuda", "cpu"});
+  else if (key == "data") data = v;
+  else if (key == "epochs") { epochs = cli::parse_int(flag, v); non_negative(epochs); }
+  else if (key == "batch_size") { batch_size = cli::parse_int(flag, v); positive(batch_size); }
+  else if (key == "accum_steps") { accum_steps = cli::parse_int(flag, v); positive(accum_steps); }
+  else if (key == "lr") { lr = cli::parse_float(flag, v); positive(lr); }
+  else if (key == "optimizer") optimizer = cli::parse_choice(flag, v, {"adam", "adamw"});
+  else if (key == "weight_decay") { weight_decay = cli::parse_float(flag, v); non_negative(weight_decay); }
+  else if (key == "schedule") schedule = cli::parse_choice(flag, v, {"constant", "cosine"});
+  else if (key == "warmup_epochs") { warmup_epochs = cli::parse_float(flag, v); non_negative(warmup_epochs); }
+  else if (key == "label_smoothing") {
+    label_smoothing = cli::parse_float(flag, v);
+    if (!(label_smoothing >= 0 && label_smoothing < 1))
+      throw Error(flag + " must be in [0, 1) (got " + v + ")");
+  }
+  else if (key == "clip_grad") { clip_grad = cli::parse_float(flag, v); non_negative(clip_grad); }
+  else if (key == "augment") augment = cli::parse_choice(flag, v, {"none", "flip", "crop-flip", "rrc-flip"});
+  else if (key == "seed") {
+    int64_t s = cli::parse_int64(flag, v);
+    non_negative((double)s);
+    seed = (uint64_t)s;
+  }
+  else if (key == "tf32") tf32 = cli::parse_bool(flag, v);
+  else if (key == "max_steps") { max_steps = cli::parse_int64(flag, v); non_negative((double)max_steps); }
+  else if (key == "log_every") { log_every = cli::parse_int(flag, v); non_negative(log_every); }
+  else throw Error("unknown training option '" + key + "'");
+}
+
+void TrainOptions::validate() const {
+  if (batch_size % accum_steps != 0)
+    throw Error("--batch-size " + std::to_string(batch_size) + " is not divisible by --accum-steps " +
+                std::to_string(accum_steps));
+  if (warmup_epochs > epochs && epochs > 0)
+    throw Error("--warmup-epochs " + fmt_g(warmup_epochs) + " is longer than --epochs " +
+                std::to_string(epochs));
+}
+
+double learning_rate(const TrainOptions& o, int64_t step, int64_t steps_per_epoch) {
+  const double pi = 3.14159265358979323846;
+  int64_t warmup = (int64_t)std::llround((double)o.warmup_epochs * steps_per_epoch);
+  if (step < warmup) return o.lr * (double)(step + 1) / (double)warmup;
+  if (o.schedule == "constant") return o.lr;
+  int64_t total = (int64_t)o.epochs * steps_per_epoch;
+  double progress = (double)(step - warmup) / (double)std::max<int64_t>(1, total - warmup);
+  progress = std::min(1.0, std::max(0.0, progress));
+  return o.lr * 0.5 * (1.0 + std::cos(pi * progress));
+}
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+volatile sig_atomic_t g_signal = 0;
+void on_stop_signal(int sig) {
+  if (!g_signal) g_signal = sig;
+}
+
+// Installs the SIGINT/SIGTERM handlers for the duration of a run and restores the previous
+// ones afterwards (train_main also runs inside the test binary). SA_RESETHAND: a second
+// Ctrl-C gets the default action, so a user who really wants out is never stuck.
+struct SignalScope {
+  struct sigaction old_int, old_term;
+  SignalScope() {
+    g_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
+};
+
+std::string dirname_of(const std::string& path) {
+  size_t s = path.find_last_of('/');
+  if (s == std::string::npos) return ".";
+  if (s == 0) return "/";
+  return path.substr(0, s);
+}
+std::string basename_of(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  size_t s = path.find_last_of('/');
+  return s == std::string::npos ? path : path.substr(s + 1);
+}
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool is_file(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+void make_dirs(const std::string& path) {
+  std::string cur;
+  std::stringstream ss(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') cur = "/";
+  while (std::getline(ss, part, '/')) {
+    if (part.empty()) continue;
+    cur += part;
+    if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+      throw Error("cannot create the output directory '" + cur + "': " + strerror(errno));
+    cur += "/";
+  }
+  if (!is_dir(path)) throw Error("cannot create the output directory '" + path + "'");
+}
+
+// The dataset: when the default-style directory (".../cifar-10-batches-bin") is missing, fetch
+// it with data/get_cifar10.sh (found next to the working directory or the executable).
+void ensure_dataset(const std::string& dir) {
+  if (is_dir(dir) || basename_of(dir) != "cifar-10-batches-bin") return;
+  std::vector<std::string> candidates = {"data/get_cifar10.sh"};
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    candidates.push_back(dirname_of(exe) + "/data/get_cifar10.sh");
+  }
+  std::string script;
+  for (const std::string& c : candidates)
+    if (is_file(c)) { script = c; break; }
+  if (script.empty())
+    throw Error("CIFAR-10 not found in '" + dir +
+                "': download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and unpack "
+                "it there (make data does this from the source tree)");
+  printf("CIFAR-10 not found in %s: fetching it with %s\n", dir.c_str(), script.c_str());
+  fflush(stdout);
+  std::string cmd = "bash '" + script + "' '" + dirname_of(dir) + "'";
+  if (system(cmd.c_str()) != 0 || !is_dir(dir))
+    throw Error("could not fetch CIFAR-10 into '" + dir + "' (see the message above)");
+}
+
+std::string timestamp() {
+  time_t t = time(nullptr);
+  struct tm tmv;
+  localtime_r(&t, &tmv);
+  char b[32];
+  strftime(b, sizeof b, "%Y%m%d-%H%M%S", &tmv);
+  return b;
+}
+
+std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) s = 0;
+  long t = (long)(s + 0.5);
+  char b[32];
+  if (t >= 3600) snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
+  return b;
+}
+
+Augment parse_augment(const std::string& s) {
+  if (s == "flip") return Augment::Flip;
+  if (s == "crop-flip") return Augment::CropFlip;
+  if (s == "rrc-flip") return Augment::RrcFlip;
+  return Augment::None;
+}
+
+const char* METRICS_HEADER =
+    "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds,images_per_s";
+
+// metrics.csv of a resumed run: keep the header and the rows of epochs <= `epochs_done`.
+void prepare_metrics(const std::string& path, int64_t epochs_done) {
+  std::vector<std::string> keep;
+  std::ifstream in(path);
+  std::string line;
+  if (in && std::getline(in, line) && line == METRICS_HEADER) {
+    while (std::getline(in, line)) {
+      long e = strtol(line.c_str(), nullptr, 10);
+      if (e >= 1 && e <= epochs_done) keep.push_back(line);
+    }
+  }
+  in.close();
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << METRICS_HEADER << "\n";
+    for (const std::string& l : keep) out << l << "\n";
+    if (!out) throw Error("cannot write '" + tmp + "'");
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error("cannot write '" + path + "': " + strerror(errno));
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  FILE* f = fopen(path.c_str(), "a");
+  if (!f) throw Error("cannot append to '" + path + "': " + strerror(errno));
+  fputs(line.c_str(), f);
+  fputc('\n', f);
+  fclose(f);
+}
+
+// Per-epoch accumulators (double on the host, added once per micro-batch in a fixed order so
+// a resumed epoch sums exactly like an uninterrupted one).
+struct Sums {
+  double loss = 0;
+  int64_t correct = 0, count = 0;
+  void add(const Metrics& m) { loss += m.loss_sum; correct += m.correct; count += m.count; }
+  double mean_loss() const { return count ? loss / count : 0.0; }
+  double acc() const { return count ? (double)correct / count : 0.0; }
+};
+
+Sums evaluate(Model& model, Loader& test, int batch, int64_t step) {
+  model.take_metrics();  // nothing of training may leak into the evaluation
+  test.start_epoch(0, batch, /*shuffle=*/false);
+  for (Batch b = test.next(); b.count > 0; b = test.next())
+    model.forward(b.images, b.labels, b.count, /*train=*/false, step);
+  Sums s;
+  s.add(model.take_metrics());
+  return s;
+}
+
+}  // namespace
+
+// ---- the program --------------------------------------------------------------------------------
+
+static std::unique_ptr<Model> make_model(const std::string& device, const Config& c,
+                                         const ModelOptions& mo, const TrainHooks* hooks) {
+  if (hooks && hooks->make_model) return hooks->make_model(device, c, mo);
+  if (device == "cpu") return make_cpu_model(c, mo);
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    std::string why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device";
+    cudaGetLastError();
+    throw Error("no usable CUDA GPU (" + why +
+                "): train on the CPU with --device cpu (the reference path; slow)");
+  }
+  return make_cuda_model(c, mo);
+}
+
+namespace {
+
+struct Run {
+  TrainOptions opt;
+  Config cfg;
+  std::string preset = "basic";
+  std::string out;
+  std::string resume, init;
+  bool new_head = false, eval_only = false;
+  bool tty = false;
+  TrainingCheckpoint ck;  // --resume: the checkpoint
+  LoadedWeights init_w;   // --init: the weights
+};
+
+int run_training(Run& r, const std::string& command, const TrainHooks* hooks);
+
+}  // namespace
+
+int train_main(int argc, char** argv, const TrainHooks* hooks) {
+  const char* prog = "vit_train";
+  try {
+    Run r;
+    cli::Parser p(prog, "vit_train [flags]",
+                  "Train a Vision Transformer on CIFAR-10 (defaults: the reference's basic ViT, "
+                  "Adam, lr 1e-4, batch 64, 50 epochs, no augmentation).");
+    cli::ModelFlags mf;
+    mf.add_to(p);
+    std::map<std::string, std::string> given;  // training options typed on the command line
+    auto opt = [&](const std::string& name, const std::string& metavar, const std::string& help) {
+      std::string key = name;
+      for (char& ch : key) if (ch == '-') ch = '_';
+      p.value(name, metavar, help, [&given, key](const std::string& v) { given[key] = v; });
+    };
+    p.section("Training");
+    opt("device", "cuda|cpu", "where to train (default cuda; cpu = the reference model, slow)");
+    opt("data", "DIR", "CIFAR-10 binary directory (default data/cifar-10-batches-bin; fetched when missing)");
+    opt("epochs", "N", "epochs to train (default 50)");
+    opt("batch-size", "N", "images per optimizer step (default 64)");
+    opt("accum-steps", "N", "split each batch into N micro-batches (gradient accumulation; default 1)");
+    opt("lr", "X", "peak learning rate (default 1e-4)");
+    opt("optimizer", "adam|adamw", "default adam (weight decay as L2); adamw decouples it");
+    opt("weight-decay", "X", "on weight matrices only (default 0)");
+    opt("schedule", "constant|cosine", "learning-rate schedule, per step (default constant)");
+    opt("warmup-epochs", "X", "linear warmup from 0 before the schedule (default 0)");
+    opt("label-smoothing", "X", "cross-entropy label smoothing (default 0)");
+    opt("clip-grad", "X", "clip the global gradient norm (default 0 = off)");
+    opt("augment", "none|flip|crop-flip|rrc-flip", "training augmentation (default none)");
+    opt("seed", "N", "seed of every random draw: init, order, dropout, augmentation (default 42)");
+    opt("max-steps", "N", "stop after N optimizer steps in all, saving last.safetensors (0 = off)");
+    opt("log-every", "N", "steps between log lines when not on a terminal (0 = ~10 per epoch)");
+    p.boolean("tf32", "TF32 tensor-core GEMMs on the GPU (default on; --no-tf32 for full FP32)",
+              [&given](bool b) { given["tf32"] = b ? "true" : "false"; });
+    p.section("Output and checkpoints");
+    p.value("out", "DIR", "output directory (default runs/<preset>-<time>; with --resume: the checkpoint's)",
+            [&](const std::string& v) { r.out = v; });
+    p.value("resume", "FILE", "continue a run exactly from its last.safetensors",
+            [&](const std::string& v) { r.resume = v; });
+    p.value("init", "FILE", "start from these weights (ours, tintn or torchvision layout)",
+            [&](const std::string& v) { r.init = v; });
+    p.flag("new-head", "with --init: a fresh classifier when the class count differs",
+           [&] { r.new_head = true; });
+    p.flag("eval-only", "with --init: evaluate on the test split and exit",
+           [&] { r.eval_only = true; });
+    std::vector<std::string> pos = p.parse(argc, argv);
+    if (p.help_requested()) {
+      fputs(p.usage().c_str(), stdout);
+      return 0;
+    }
+    if (!pos.empty()) throw Error("unexpected argument '" + pos[0] + "' (see --help)");
+    if (!r.resume.empty() && !r.init.empty()) throw Error("--resume and --init exclude each other");
+    if (r.eval_only && r.init.empty()) throw Error("--eval-only needs --init FILE (the weights to evaluate)");
+    if (r.new_head && r.init.empty()) throw Error("--new-head needs --init FILE");
+
+    // Options: defaults <- the checkpoint's (when resuming) <- the flags typed.
+    if (!r.resume.empty()) {
+      TrainingCheckpoint& ck = r.ck;
+      ck = load_training_checkpoint(r.resume, mf.overrides);
+      for (const auto& [k, v] : ck.train) {
+        if (k == "device" || k == "data") continue;  // where, not what: the flags' defaults
+        r.opt.set(k, v);
+      }
+      for (const char* k : {"batch_size", "accum_steps", "seed"})
+        if (given.count(k) && given[k] != ck.train[k]) {
+          std::string flag = std::string("--") + k;
+          for (char& ch : flag) if (ch == '_') ch = '-';
+          throw Error(flag + " cannot change on --resume (the checkpoint has " + ck.train[k] +
+                      ": the loader position and random draws depend on it)");
+        }
+      r.cfg = ck.config;
+      r.preset = ck.preset;
+    } else if (!r.init.empty()) {
+      LoadOptions lo;
+      lo.base = mf.unvalidated("basic");
+      lo.given = mf.overrides;
+      lo.new_head = r.new_head;
+      lo.head_seed = given.count("seed") ? cli::parse_int64("--seed", given["seed"]) : r.opt.seed;
+      r.init_w = load_weights(r.init, lo);
+      r.cfg = r.init_w.config;
+      printf("%s: %s\n", r.init.c_str(), r.init_w.summary().c_str());
+      r.preset = mf.preset_name.empty() ? "basic" : mf.preset_name;
+    } else {
+      r.cfg = mf.config("basic");
+      r.preset = mf.preset_name.empty() ? "basic" : mf.preset_name;
+    }
+    for (auto& [k, v] : given) {
+      std::string key = k;
+      for (char& ch : key) if (ch == '-') ch = '_';
+      r.opt.set(key, v);
+    }
+    r.opt.validate();
+    validate(r.cfg);
+    r.tty = isatty(STDOUT_FILENO);
+
+    std::string command;
+    for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+    SignalScope signals;
+    return run_training(r, command, hooks);
+  } catch (const Error& e) {
+    fflush(stdout);
+    fprintf(stderr, "%s: error: %s\n", prog, e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fflush(stdout);
+    fprintf(stderr, "%s: error: out of host memory: lower --batch-size\n", prog);
+    return 1;
+  }
+}
+
+namespace {
+
+int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
+  const TrainOptions& o = r.opt;
+  const Config& cfg = r.cfg;
+  const int micro = o.batch_size / o.accum_steps;
+  const bool cuda = o.device == "cuda";
+
+  // Model first: a missing GPU is reported before any data is read.
+  ModelOptions mo;
+  mo.seed = o.seed;
+  mo.label_smoothing = o.label_smoothing;
+  mo.input.augment = parse_augment(o.augment);
+  mo.max_batch = micro;
+  mo.tf32 = o.tf32;
+  std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks);
+  const ParamLayout& layout = model->layout();
+  std::vector<float> params(layout.total, 0.0f);
+
+  ensure_dataset(o.data);
+  Loader test(o.data, Split::Test, cfg.classes, micro, o.seed, cuda);
+
+  if (r.eval_only) {
+    model->set_params(r.init_w.params.data());
+    auto t0 = Clock::now();
+    Sums s = evaluate(*model, test, micro, 0);
+    printf("test: loss %.4f  acc %.4f  (%lld images, %.1f s)\n", s.mean_loss(), s.acc(),
+           (long long)s.count, seconds_since(t0));
+    return 0;
+  }
+
+  Loader train(o.data, Split::Train, cfg.classes, o.batch_size, o.seed, cuda);
+  const int64_t spe = train.batches(o.batch_size);  // steps per epoch
+
+  // State: fresh, from --init weights, or the checkpoint's.
+  TrainState st;
+  if (!r.resume.empty()) {
+    TrainingCheckpoint& ck = r.ck;
+    st = ck.state;
+    model->set_params(ck.params.data());
+    model->set_adam_state(ck.adam_m.data(), ck.adam_v.data());
+    ck.params = ck.adam_m = ck.adam_v = std::vector<float>();  // in the model now
+    if (st.batch > spe)
+      throw Error("'" + r.resume + "' stopped at batch " + std::to_string(st.batch) +
+                  " of an epoch that has only " + std::to_string(spe) + " (different dataset?)");
+  } else {
+    if (!r.init.empty()) params = std::move(r.init_w.params);
+    else init_params(cfg, layout, o.seed, params.data());
+    model->set_params(params.data());
+    std::vector<float> zeros(layout.total, 0.0f);
+    model->set_adam_state(zeros.data(), zeros.data());
+  }
+
+  // Outputs.
+  r.out = !r.out.empty() ? r.out
+          : !r.resume.empty() ? dirname_of(r.resume)
+                              : "runs/" + r.preset + "-" + timestamp();
+  make_dirs(r.out);
+  const std::string metrics_path = r.out + "/metrics.csv";
+  const std::string last_path = r.out + "/last.safetensors";
+  const std::string best_path = r.out + "/best.safetensors";
+  prepare_metrics(metrics_path, st.epoch);
+  {
+    nlohmann::json j;
+    j["command"] = command;
+    j["preset"] = r.preset;
+    j["model"] = config_to_metadata(cfg);
+    j["train"] = o.to_map();
+    j["parameters"] = layout.count();
+    j["dataset"] = {{"dir", o.data}, {"train_images", train.size()}, {"test_images", test.size()}};
+    if (!r.resume.empty()) j["resumed_from"] = r.resume;
+    if (!r.init.empty()) j["init"] = r.init;
+    std::ofstream(r.out + "/config.json") << j.dump(2) << "\n";
+  }
+  const std::map<std::string, std::string> train_md = o.to_map();
+  auto save = [&](const std::string& path) {
+    params.resize(layout.total);
+    model->get_params(params.data());
+    std::vector<float> m(layout.total), v(layout.total);
+    model->get_adam_state(m.data(), v.data());
+    save_training_checkpoint(path, cfg, layout, r.preset, train_md, st, params, m, v);
+  };
+
+  printf("vit_train: %s preset, %.2fM parameters, device %s; %lld train / %lld test images; "
+         "%lld steps/epoch of %d images%s; output in %s\n",
+         r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), (long long)train.size(),
+         (long long)test.size(), (long long)spe, o.batch_size,
+         o.accum_steps > 1 ? (" (" + std::to_string(o.accum_steps) + " micro-batches)").c_str() : "",
+         r.out.c_str());
+  if (!r.resume.empty())
+    printf("resuming from %s at epoch %lld, batch %lld (step %lld)\n", r.resume.c_str(),
+           (long long)st.epoch + 1, (long long)st.batch, (long long)st.step);
+  fflush(stdout);
+
+  OptimConfig oc;
+  oc.kind = o.optimizer == "adamw" ? OptimConfig::AdamW : OptimConfig::Adam;
+  oc.weight_decay = o.weight_decay;
+  oc.clip_grad = o.clip_grad;
+  const int log_every = o.log_every > 0 ? o.log_every : (int)std::max<int64_t>(1, spe / 10);
+  const auto run_t0 = Clock::now();
+  double run_train_seconds = 0;
+  int64_t run_train_images = 0;
+  bool curves_warned = false;
+
+  auto stop_now = [&](const char* why, int code) {
+    save(last_path);
+    if (r.tty) printf("\n");
+    printf("%s: saved %s (epoch %lld, batch %lld, step %lld); continue with: vit_train --resume %s\n",
+           why, last_path.c_str(), (long long)st.epoch + 1, (long long)st.batch,
+           (long long)st.step, last_path.c_str());
+    fflush(stdout);
+    return code;
+  };
+
+  while (st.epoch < o.epochs) {
+    const int64_t e = st.epoch;
+    train.start_epoch(e, o.batch_size, /*shuffle=*/true, st.batch);
+    auto t0 = Clock::now();
+    double prev_seconds = st.seconds;
+    int64_t images_now = 0;
+    double last_print = -1;
+    for (Batch b = train.next(); b.count > 0; b = train.next()) {
+      model->zero_grad();
+      const int n_micro = (b.count + micro - 1) / micro;
+      for (int m = 0; m < n_micro; ++m) {
+        const int off = m * micro, cnt = std::min(micro, b.count - off);
+        model->forward(b.images + (size_t)off * CIFAR_IMAGE_BYTES, b.labels + off, cnt, true,
+                       st.micro_step);
+        float loss = model->last_loss();
+        if (!std::isfinite(loss)) {
+          if (r.tty) printf("\n");
+          fflush(stdout);
+          throw Error("loss is " + fmt_g(loss) + " at step " + std::to_string(st.step + 1) +
+                      " (epoch " + std::to_string(e + 1) + ", batch " + std::to_string(b.index + 1) +
+                      "): training stopped; the last good checkpoint is kept" +
+                      (is_file(last_path) ? " (" + last_path + ")" : "") +
+                      "; try a lower --lr or --clip-grad 1");
+        }
+        model->backward();
+        ++st.micro_step;
+        Metrics mt = model->take_metrics();
+        st.loss_sum += mt.loss_sum;
+        st.correct += mt.correct;
+        st.count += mt.count;
+      }
+      const double lr = learning_rate(o, st.step, spe);
+      model->optimizer_step(oc, (float)lr, st.step + 1, 1.0f / n_micro);
+      ++st.step;
+      st.batch = b.index + 1;
+      st.lr = lr;
+      images_now += b.count;
+      st.seconds = prev_seconds + seconds_since(t0);
+      if (hooks && hooks->after_step) hooks->after_step(st.step);
+
+      // Progress: a bar redrawn in place on a terminal, plain lines otherwise.
+      const double el = seconds_since(t0);
+      const double ips = el > 0 ? images_now / el : 0;
+      const bool last_batch = st.batch == spe;
+      if (r.tty ? (el - last_print >= 0.25 || last_batch) : (st.batch % log_every == 0 || last_batch)) {
+        last_print = el;
+        double acc = st.count ? (double)st.correct / st.count : 0;
+        double loss = st.count ? st.loss_sum / st.count : 0;
+        double eta = ips > 0 ? (double)(train.size() - std::min<int64_t>(train.size(), st.batch * o.batch_size)) / ips : 0;
+        if (r.tty) {
+          const int W = 24;
+          int fill = (int)(W * st.batch / spe);
+          std::string bar(fill, '=');
+          if (fill < W) bar += '>' + std::string(W - fill - 1, ' ');
+          printf("\repoch %lld/%d [%s] %lld/%lld loss %.4f acc %.4f %.0f img/s ETA %s   ",
+                 (long long)e + 1, o.epochs, bar.c_str(), (long long)st.batch, (long long)spe, loss,
+                 acc, ips, hms(eta).c_str());
+        } else {
+          printf("epoch %lld/%d step %lld/%lld loss %.4f acc %.4f %.0f img/s ETA %s\n",
+                 (long long)e + 1, o.epochs, (long long)st.batch, (long long)spe, loss, acc, ips,
+                 hms(eta).c_str());
+        }
+        fflush(stdout);
+      }
+      if (g_signal)
+        return stop_now(g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
+                        128 + (int)g_signal);
+      if (o.max_steps > 0 && st.step >= o.max_steps) return stop_now("stopped at --max-steps", 0);
+    }
+    const double train_seconds = st.seconds;
+    run_train_seconds += seconds_since(t0);
+    run_train_images += images_now;
+
+    Sums te = evaluate(*model, test, micro, st.micro_step);
+    const double train_loss = st.count ? st.loss_sum / st.count : 0;
+    const double train_acc = st.count ? (double)st.correct / st.count : 0;
+    const double epoch_seconds = prev_seconds + seconds_since(t0);
+    char row[512];
+    snprintf(row, sizeof row, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f,%.1f", (long long)e + 1,
+             train_loss, train_acc, te.mean_loss(), te.acc(), st.lr, epoch_seconds,
+             train_seconds > 0 ? st.count / train_seconds : 0.0);
+    append_line(metrics_path, row);
+    if (r.tty) printf("\n");
+    printf("epoch %lld/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.3g | %.1f s, "
+           "%.0f img/s\n",
+           (long long)e + 1, o.epochs, train_loss, train_acc, te.mean_loss(), te.acc(), st.lr,
+           epoch_seconds, train_seconds > 0 ? st.count / train_seconds : 0.0);
+    fflush(stdout);
+
+    // The epoch is done: the state moves to the start of the next one, then checkpoints.
+    st.epoch = e + 1;
+    st.batch = 0;
+    st.loss_sum = 0;
+    st.correct = st.count = 0;
+    st.seconds = 0;
+    const bool best = te.acc() > st.best_acc;
+    if (best) {
+      st.best_acc = te.acc();
+      st.best_epoch = e + 1;
+    }
+    save(last_path);
+    if (best) save(best_path);
+    std::string warn = draw_curves(r.out);
+    if (!warn.empty() && !curves_warned) {
+      fprintf(stderr, "vit_train: warning: %s\n", warn.c_str());
+      curves_warned = true;
+    }
+    if (g_signal)
+      return stop_now(g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
+                      128 + (int)g_signal);
+  }
+
+  const double total = seconds_since(run_t0);
+  if (st.best_epoch > 0)
+    printf("done: %d epochs; best test accuracy %.4f at epoch %lld; %s in all, %.0f train img/s; "
+           "outputs in %s\n",
+           o.epochs, st.best_acc, (long long)st.best_epoch, hms(total).c_str(),
+           run_train_seconds > 0 ? run_train_images / run_train_seconds : 0.0, r.out.c_str());
+  else
+    printf("done: nothing to train (--epochs %d); outputs in %s\n", o.epochs, r.out.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace vit

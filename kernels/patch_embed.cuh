@@ -1,0 +1,149 @@
+// kernels/patch_embed.cuh — patch embedding (stride-p Conv2d as a GEMM) + CLS token + position
+// embeddings, forward and backward.
+//
+//   x (B, Cin, H, H) images; G = H / p patches per side, N = G*G, T = N + 1, K = Cin*p*p.
+//   cols (B*N, K) = im2col(x): row b*N + n is patch n = gy*G + gx (row-major grid order), its
+//                   pixels flattened in (c, ky, kx) order — the Conv2d weight's order. (=, kept
+//                   for the backward's dw)
+//   out (B, T, C):  out[b, 0] = cls + pos[0];  out[b, 1+n] = W cols[b*N+n] + bias + pos[1+n]  (=)
+//   backward: dw (C, K) += dout_patches^T cols, db (C) += sum_{b,n} dout[b, 1+n],
+//             dcls (C) += sum_b dout[b, 0], dpos (T, C) += sum_b dout[b, :]. No dx: the
+//             images are not trained.
+//
+// Design: the projection is one strided-batched GEMM whose output stride per image is T*C, so
+// it writes the patch rows straight into (B, T, C) around the CLS rows (no copy); a small
+// epilogue adds bias and position (and writes the CLS rows). In the backward, one kernel with a
+// thread per (t, c) walks the batch in order: it sums dout over b for dpos/dcls (the same bits
+// every run) and, on the way, gathers the patch rows of dout into a contiguous (B*N, C) scratch so
+// dw is a single GEMM over all B*N rows (beta = 1 accumulates). db is then the fixed-order sum
+// over t >= 1 of those per-position sums.
+#pragma once
+
+#include <string>
+
+#include "common/error.h"
+#include "kernels/common.cuh"
+#include "kernels/reduce.cuh"
+
+namespace vit {
+
+// cols (B*N, K) = im2col(x). A thread per element of cols: writes coalesced, reads p-long runs.
+static __global__ void im2col_kernel(const floatX* __restrict__ x, floatX* __restrict__ cols,
+                                     int B, int Cin, int H, int p) {
+  const int G = H / p, N = G * G, K = Cin * p * p;
+  const size_t total = (size_t)B * N * K;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (size_t)gridDim.x * blockDim.x) {
+    const int k = (int)(idx % K);
+    const size_t row = idx / K;
+    const int n = (int)(row % N), b = (int)(row / N);
+    const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
+    const int yy = (n / G) * p + ky, xx = (n % G) * p + kx;
+    cols[idx] = x[(((size_t)b * Cin + c) * H + yy) * H + xx];
+  }
+}
+
+// out (B, T, C): CLS rows = cls + pos[0]; patch rows (GEMM result) += bias, += pos[t].
+static __global__ void patch_embed_epilogue_kernel(floatX* __restrict__ out,
+                                                   const floatX* __restrict__ bias,
+                                                   const floatX* __restrict__ cls,
+                                                   const floatX* __restrict__ pos, int B, int T,
+                                                   int C) {
+  const size_t total = (size_t)B * T * C;
+  for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+       idx += (size_t)gridDim.x * blockDim.x) {
+    const int c = (int)(idx % C);
+    const int t = (int)((idx / C) % T);
+    if (t == 0) out[idx] = (float)cls[c] + (float)pos[c];
+    else out[idx] = ((float)out[idx] + (float)bias[c]) + (float)pos[(size_t)t * C + c];
+  }
+}
+
+// A thread per (t, c): S = sum_b dout[b, t, c] in b order; dpos[t, c] += S; dcls[c] += S for
+// t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous.
+static __global__ void patch_embed_bwd_sum_kernel(const floatX* __restrict__ dout,
+                                                  floatX* __restrict__ dpos,
+                                                  floatX* __restrict__ dcls,
+                                                  float* __restrict__ possum,
+                                                  float* __restrict__ gathered, int B, int T,
+                                                  int C) {
+  const int N = T - 1;
+  const size_t tc = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (tc >= (size_t)T * C) return;
+  const int t = (int)(tc / C), c = (int)(tc % C);
+  float s = 0.0f;
+  for (int b = 0; b < B; ++b) {
+    const float v = (float)dout[(size_t)b * T * C + tc];
+    s += v;
+    if (t > 0) gathered[((size_t)b * N + (t - 1)) * C + c] = v;
+  }
+  possum[tc] = s;
+  dpos[tc] = (float)dpos[tc] + s;
+  if (t == 0) dcls[c] = (float)dcls[c] + s;
+}
+
+// db[c] += sum_{t=1..T-1} possum[t, c], in t order.
+static __global__ void patch_embed_bwd_bias_kernel(const float* __restrict__ possum,
+                                                   floatX* __restrict__ db, int T, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float s = 0.0f;
+  for (int t = 1; t < T; ++t) s += possum[(size_t)t * C + c];
+  db[c] = (float)db[c] + s;
+}
+
+inline void patch_embed_check(const char* who, int B, int Cin, int H, int p, int C) {
+  if (B < 0 || Cin <= 0 || C <= 0 || p <= 0 || H <= 0 || H % p != 0)
+    throw Error(std::string(who) + ": image size " + std::to_string(H) +
+                " is not a positive multiple of the patch size " + std::to_string(p) +
+                " (or channels/width not positive)");
+}
+
+inline size_t patch_embed_scratch_floats(int B, int Cin, int H, int p, int C) {
+  const size_t G = (size_t)(H / p), N = G * G, T = N + 1;
+  return (size_t)B * N * C + T * C;  // gathered dout patch rows (B*N, C) + per-position sums (T, C)
+}
+
+// cols (B*N, Cin*p*p) =, out (B, T, C) =.
+inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const float* x, const float* w,
+                                const float* b, const float* cls, const float* pos, float* cols,
+                                float* out, int B, int Cin, int H, int p, int C) {
+  patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
+  if (B == 0) return;
+  const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
+  LAUNCH(im2col_kernel, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
+         H, p);
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSetStream(h, st));
+  // Per image b, column-major: out_b^T (C x N, ld C) = W (stored (C, K) row-major = (K x C)
+  // column-major, op T) * cols_b^T (K x N, ld K). W shared (stride 0), out stride T*C skips
+  // the CLS row of each image.
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, C, N, K, &one, w, K, 0, cols,
+                                         K, (long long)N * K, &zero, out + C, C,
+                                         (long long)T * C, B));
+  LAUNCH(patch_embed_epilogue_kernel, grid_stride_blocks((size_t)B * T * C, 256), 256, 0, st,
+         out, b, cls, pos, B, T, C);
+}
+
+// dw (C, K) +=, db (C) +=, dcls (C) +=, dpos (T, C) +=.
+// scratch: patch_embed_scratch_floats(B, Cin, H, p, C) floats.
+inline void patch_embed_backward(cublasHandle_t h, cudaStream_t st, const float* dout,
+                                 const float* cols, float* dw, float* db, float* dcls, float* dpos,
+                                 float* scratch, int B, int Cin, int H, int p, int C) {
+  patch_embed_check("patch_embed_backward", B, Cin, H, p, C);
+  if (B == 0) return;
+  const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
+  float* gathered = scratch;                  // (B*N, C)
+  float* possum = scratch + (size_t)B * N * C;  // (T, C)
+  LAUNCH(patch_embed_bwd_sum_kernel, ceil_div((size_t)T * C, 256), 256, 0, st, dout, dpos, dcls,
+         possum, gathered, B, T, C);
+  LAUNCH(patch_embed_bwd_bias_kernel, ceil_div(C, 256), 256, 0, st, possum, db, T, C);
+  const float one = 1.0f;
+  CUBLAS_CHECK(cublasSetStream(h, st));
+  // dw^T (K x C, ld K) += cols^T (K x B*N, ld K) * gathered (B*N x C) = op_T(gathered^T (C x B*N,
+  // ld C)).
+  CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, K, C, B * N, &one, cols, K, gathered, C,
+                           &one, dw, K));
+}
+
+}  // namespace vit

@@ -1,0 +1,110 @@
+// tests/test_train_cuda.cu — vit_train through the CUDA model gives the metrics of the CPU
+// reference: the same short run (tiny preset, dropout and crop-flip augmentation on, TF32 off)
+// with --device cuda and --device cpu, compared row by row and parameter by parameter.
+// Under simt (build/test_simt) the CUDA model's kernels run on the CPU; in build/test_gpu the
+// test runs on a GPU when there is one and skips itself otherwise.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "common/train_state.h"
+#include "host/train.h"
+#include "tests/test_util.h"
+#include "tests/toy_cifar.h"
+
+namespace {
+
+int run_quiet(std::vector<std::string> args, std::string* err) {
+  args.insert(args.begin(), "vit_train");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  int rc = vit::train_main((int)args.size(), argv.data());
+  fflush(stdout);
+  testing::internal::GetCapturedStdout();
+  *err = testing::internal::GetCapturedStderr();
+  return rc;
+}
+
+// metrics.csv as numbers: rows of (epoch, train_loss, train_acc, test_loss, test_acc, lr).
+std::vector<std::vector<double>> metrics(const std::string& path) {
+  std::vector<std::vector<double>> rows;
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  while (std::getline(f, line)) {
+    std::vector<double> r;
+    std::stringstream s(line);
+    for (std::string x; std::getline(s, x, ',') && r.size() < 6;) r.push_back(std::stod(x));
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST(TrainCuda, SameMetricsAsTheCpuReference) {
+  VIT_REQUIRE_GPU();
+  vit_test::TempDir d;
+  vit_test::make_toy_cifar(d / "data", 40, 16);
+  auto args = [&](const std::string& device, const std::string& out, const char* epochs) {
+    return std::vector<std::string>{
+        "--device", device, "--preset", "tiny", "--data", d / "data", "--out", d / out,
+        "--epochs", epochs, "--batch-size", "16", "--accum-steps", "2", "--lr", "2e-3",
+        "--augment", "crop-flip", "--optimizer", "adamw", "--weight-decay", "0.05",
+        "--clip-grad", "1", "--label-smoothing", "0.1", "--seed", "3", "--no-tf32"};
+  };
+  std::string err;
+  ASSERT_EQ(run_quiet(args("cpu", "cpu", "2"), &err), 0) << err;
+  int rc = run_quiet(args("cuda", "cuda", "2"), &err);
+  // Until the CUDA model is merged, host/cuda_model_stub.cu answers (delete with the stub).
+  if (rc != 0 && err.find("no CUDA model yet") != std::string::npos) GTEST_SKIP() << err;
+  ASSERT_EQ(rc, 0) << err;
+  auto cpu = metrics(d / "cpu/metrics.csv"), gpu = metrics(d / "cuda/metrics.csv");
+  ASSERT_EQ(cpu.size(), 2u);
+  ASSERT_EQ(gpu.size(), 2u);
+  for (int e = 0; e < 2; ++e) {
+    EXPECT_EQ(gpu[e][0], cpu[e][0]);
+    // Losses: float summation orders differ between the two models; observed under simt:
+    // relative differences of about 1e-7 after 6 steps.
+    EXPECT_NEAR(gpu[e][1], cpu[e][1], 1e-5 * cpu[e][1]) << "train loss, epoch " << e + 1;
+    EXPECT_NEAR(gpu[e][3], cpu[e][3], 1e-5 * cpu[e][3]) << "test loss, epoch " << e + 1;
+    // Accuracies count argmax hits: equal unless a logit pair is within rounding of a tie
+    // (allow one image of 40 / 16).
+    EXPECT_NEAR(gpu[e][2], cpu[e][2], 1.0 / 40 + 1e-9) << "train acc, epoch " << e + 1;
+    EXPECT_NEAR(gpu[e][4], cpu[e][4], 1.0 / 16 + 1e-9) << "test acc, epoch " << e + 1;
+    EXPECT_DOUBLE_EQ(gpu[e][5], cpu[e][5]);
+  }
+  vit::TrainingCheckpoint a = vit::load_training_checkpoint(d / "cpu/last.safetensors", {});
+  vit::TrainingCheckpoint b = vit::load_training_checkpoint(d / "cuda/last.safetensors", {});
+  EXPECT_EQ(a.state.step, 6);  // 40 images / 16 = 3 steps per epoch (the last one of 8)
+  EXPECT_EQ(b.state.step, 6);
+  EXPECT_EQ(b.state.micro_step, a.state.micro_step);
+  // The key bias has an exactly zero gradient (softmax ignores a constant added to a query's
+  // scores), so both models compute rounding noise there and Adam turns noise into steps of
+  // about lr: those elements are compared with an atol of lr * steps, all others strictly.
+  vit::ParamLayout L(a.config);
+  const int C = a.config.hidden;
+  std::vector<float> pa = a.params, pb = b.params;
+  int noise = 0;
+  for (const auto& blk : L.blocks)
+    for (int i = C; i < 2 * C; ++i, ++noise) {
+      EXPECT_NEAR(pb[blk.qkv_b + i], pa[blk.qkv_b + i], 2e-3 * 6) << "key bias " << i;
+      pa[blk.qkv_b + i] = pb[blk.qkv_b + i] = 0;
+    }
+  EXPECT_EQ(noise, 2 * C);
+  EXPECT_TRUE(vit_test::allclose(pb, pa, 1e-3, 1e-5));
+
+  // Resume on the CUDA path is exact too: 1 epoch + --resume + 1 epoch == 2 epochs.
+  ASSERT_EQ(run_quiet(args("cuda", "resumed", "1"), &err), 0) << err;
+  ASSERT_EQ(run_quiet({"--device", "cuda", "--data", d / "data", "--resume",
+                       d / "resumed/last.safetensors", "--epochs", "2"}, &err), 0) << err;
+  EXPECT_EQ(metrics(d / "resumed/metrics.csv"), gpu);
+  vit::TrainingCheckpoint c = vit::load_training_checkpoint(d / "resumed/last.safetensors", {});
+  EXPECT_EQ(c.params, b.params);
+  EXPECT_EQ(c.adam_v, b.adam_v);
+}
