@@ -77,7 +77,7 @@ constexpr int kFwdTile = 32;   // keys per shared-memory tile in the forward
 constexpr int kBwdTile = 32;   // rows (keys or queries) per shared-memory tile in the backward
 constexpr unsigned kFull = 0xffffffffu;
 static_assert(kFwdTile <= 32 && kBwdTile <= 32, "dropout bits of a tile live in one uint32_t");
-static_assert(kRows % 32 == 0 || 32 % kRows == 0, "row groups must not straddle warps");
+static_assert(kRows % 32 == 0, "blocks of kRows*G threads must be whole warps (full-mask shuffles)");
 
 // Feature index of lane g's chunk c (c < kChunks) for a group of G lanes: chunks interleave so
 // the G lanes of a group read one contiguous 16*G-byte span at each step.

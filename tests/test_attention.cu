@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -17,40 +16,27 @@
 #include "common/philox.h"
 #include "cpu/attention.h"
 #include "kernels/attention.cuh"
+#include "tests/cuda_buffer.h"
 #include "tests/test_util.h"
 
 namespace {
 
-// Device buffer of floats (RAII), filled with NaN (0xff bytes) on creation.
-struct DevFloats {
-  float* p = nullptr;
-  size_t n = 0;
-  explicit DevFloats(size_t count) : n(count) {
-    CUDA_CHECK(cudaMalloc(&p, n * sizeof(float)));
-    CUDA_CHECK(cudaMemset(p, 0xff, n * sizeof(float)));
-  }
-  explicit DevFloats(const std::vector<float>& h) : DevFloats(h.size()) {
-    CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-  }
-  ~DevFloats() { cudaFree(p); }
-  DevFloats(const DevFloats&) = delete;
-  DevFloats& operator=(const DevFloats&) = delete;
-  std::vector<float> get() const {
-    std::vector<float> h(n);
-    CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using Buf = vit_test::DeviceBuffer<float>;
+using vit_test::bitwise_equal;
+
+// A device buffer whose bytes are all 0xff (NaN), so an element the kernels do not write fails
+// the comparison on a GPU as well (simt NaN-fills fresh allocations by itself).
+Buf nan_buffer(size_t n) {
+  Buf b(n);
+  CUDA_CHECK(cudaMemset(b.get(), 0xff, n * sizeof(float)));
+  return b;
+}
 
 // Uniform in [lo, hi), from Philox (test-only site number).
 std::vector<float> random_vec(size_t n, uint64_t seed, float lo, float hi) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = lo + (hi - lo) * vit::philox_uniform(seed, 1000, 0, i);
   return v;
-}
-
-bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 struct Case {
@@ -69,16 +55,17 @@ struct Result {
 class AttentionTest : public ::testing::TestWithParam<Case> {};
 
 // Forward and backward on the device; inputs already uploaded.
-Result run_kernels(const Case& c, const DevFloats& qkv, const DevFloats& dout, uint64_t seed,
+Result run_kernels(const Case& c, const Buf& qkv, const Buf& dout, uint64_t seed,
                    uint32_t site, uint64_t step) {
   const size_t BT = (size_t)c.B * c.T;
-  DevFloats out(BT * c.C), lse((size_t)c.B * c.NH * c.T), dqkv(BT * 3 * c.C);
-  DevFloats scratch(vit::attention_scratch_floats(c.B, c.T, c.C, c.NH));
-  vit::attention_forward(0, qkv.p, out.p, lse.p, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
-  vit::attention_backward(0, dout.p, qkv.p, out.p, lse.p, dqkv.p, scratch.p, c.B, c.T, c.C, c.NH,
+  Buf out = nan_buffer(BT * c.C), lse = nan_buffer((size_t)c.B * c.NH * c.T);
+  Buf dqkv = nan_buffer(BT * 3 * c.C);
+  Buf scratch = nan_buffer(vit::attention_scratch_floats(c.B, c.T, c.C, c.NH));
+  vit::attention_forward(0, qkv, out, lse, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
+  vit::attention_backward(0, dout, qkv, out, lse, dqkv, scratch, c.B, c.T, c.C, c.NH,
                           c.p_drop, seed, site, step);
   CUDA_CHECK(cudaDeviceSynchronize());
-  return Result{out.get(), lse.get(), dqkv.get()};
+  return Result{out.download(), lse.download(), dqkv.download()};
 }
 
 TEST_P(AttentionTest, MatchesReferenceAndIsDeterministic) {
@@ -117,7 +104,7 @@ TEST_P(AttentionTest, MatchesReferenceAndIsDeterministic) {
         lse_ref[((size_t)b * c.NH + h) * c.T + i] = mx + std::log(sum);
       }
 
-  DevFloats qkv(qkv_h), dout(dout_h);
+  Buf qkv(qkv_h), dout(dout_h);
   Result first;
   bool have_first = false;
   int runs_compared = 0;
