@@ -1,8 +1,10 @@
 // kernels/dropout.cuh — inverted dropout, elementwise over n floats, with the residual add fused.
 //
-//   dropout_forward:          y = keep(i) ? x / (1 - p) : 0                 (=, in place ok)
-//   dropout_residual_forward: out = res + (keep(i) ? x / (1 - p) : 0)      (=, out may be res)
-//   dropout_backward:         dx = keep(i) ? dy / (1 - p) : 0               (=, the same mask)
+//   dropout_forward:          y = x * m(i)          (=, in place ok)
+//   dropout_residual_forward: out = res + x * m(i)  (=, out may be res)
+//   dropout_backward:         dx = dy * m(i)        (=, the same mask)
+// with m(i) = keep(i) ? 1/(1 - p) : 0 (a multiply, as PyTorch and the reference: a dropped
+// negative value is -0, bit for bit the reference's).
 // keep(i) = vit::dropout_keep(seed, site, step, i, p) with i the flat element index: the mask is
 // a pure function of (seed, site, step, i), identical to cpu/dropout, never stored — the
 // backward recomputes it. p == 0 is a plain copy / add (no draws).
@@ -31,13 +33,13 @@ static __global__ void dropout_kernel(const floatX* res, const floatX* x, floatX
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
        q += (size_t)gridDim.x * blockDim.x) {
     const size_t i = q * 4;
-    bool keep[4] = {true, true, true, true};
+    float m[4] = {1.0f, 1.0f, 1.0f, 1.0f};  // p == 0: plain copy / add
     if (p > 0.0f) {
       // = philox_u32(seed, site, step, i + k) for k = 0..3, in one call.
       const Philox4 r = philox4x32_10((uint32_t)q, site, (uint32_t)step, (uint32_t)(step >> 32),
                                       (uint32_t)seed, (uint32_t)(seed >> 32));
-      for (int k = 0; k < 4; ++k)
-        keep[k] = (float)(r.v[k] >> 8) * (1.0f / 16777216.0f) >= p;  // = philox_uniform >= p
+      for (int k = 0; k < 4; ++k)  // keep when philox_uniform >= p
+        m[k] = (float)(r.v[k] >> 8) * (1.0f / 16777216.0f) >= p ? scale : 0.0f;
     }
     float v[4];
     const bool full = VEC && i + 4 <= n;
@@ -47,7 +49,8 @@ static __global__ void dropout_kernel(const floatX* res, const floatX* x, floatX
     } else {
       for (int k = 0; k < 4; ++k) v[k] = i + k < n ? (float)x[i + k] : 0.0f;
     }
-    for (int k = 0; k < 4; ++k) v[k] = keep[k] ? (p > 0.0f ? v[k] * scale : v[k]) : 0.0f;
+    if (p > 0.0f)
+      for (int k = 0; k < 4; ++k) v[k] *= m[k];
     if (RESIDUAL) {
       if (full) {
         const float4 a = *reinterpret_cast<const float4*>(res + i);
