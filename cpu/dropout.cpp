@@ -19,9 +19,9 @@ void dropout_forward(const T* x, T* y, size_t n, float p, uint64_t seed, uint32_
     T m[chunk];
     const size_t len = c0 + chunk < n ? chunk : n - c0;
     dropout_mask(seed, site, step, c0, len, p, s, m);
-    // A dropped element is +0, not x * 0 (which is -0 for negative x): the contract every
-    // device implements, so masks and outputs compare bitwise.
-    for (size_t i = 0; i < len; ++i) y[c0 + i] = m[i] == T(0) ? T(0) : x[c0 + i] * m[i];
+    // y = x * mask (mask 0 or 1/(1-p)), as PyTorch: a dropped negative element is -0. The
+    // kernels do the same, so outputs compare bitwise.
+    for (size_t i = 0; i < len; ++i) y[c0 + i] = x[c0 + i] * m[i];
   }
 }
 
