@@ -118,7 +118,8 @@ struct Activations {
   float* logits;      // (B, K)
   float* losses;      // (B) per-image loss of the last forward
   float* dlogits;     // (B, K) = d(mean loss)/d(logits)
-  float* metrics;     // (2) running [loss sum, correct count] since the last take_metrics()
+  double* metrics;    // (2) running [loss sum, correct count] since the last take_metrics()
+  NonFiniteRecord* nonfinite;  // (1) first step with a NaN/Inf loss since the last take
   float* norm_coef;   // (2) [global grad norm, clip coefficient] of the last optimizer step
   float* tmp;         // (B, T, C) proj / fc2 output before dropout+residual; dropout grads
   float* dres;        // (B, T, C) gradient of the residual stream (LN backwards add into it)
@@ -168,7 +169,8 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("logits", (void**)&a.logits, (size_t)d.B * d.K * F4);
   f("losses", (void**)&a.losses, (size_t)d.B * F4);
   f("dlogits", (void**)&a.dlogits, (size_t)d.B * d.K * F4);
-  f("metrics", (void**)&a.metrics, 2 * F4);
+  f("metrics", (void**)&a.metrics, 2 * sizeof(double));
+  f("nonfinite", (void**)&a.nonfinite, sizeof(NonFiniteRecord));
   f("norm_coef", (void**)&a.norm_coef, 2 * F4);
   f("tmp", (void**)&a.tmp, d.BTC() * F4);
   f("dres", (void**)&a.dres, d.BTC() * F4);
@@ -265,7 +267,8 @@ class CudaModel final : public Model {
     nspans_ = (int)spans.size();
     CUDA_CHECK(cudaMemcpyAsync(act_.spans, spans.data(), spans.size() * sizeof(TensorSpan),
                                cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(double), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.nonfinite, 0xff, sizeof(NonFiniteRecord), stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
     std::vector<float> init(n, 0.0f);
     init_params(cfg_, layout_, o.seed, init.data());
@@ -332,6 +335,7 @@ class CudaModel final : public Model {
     // the CPU model, and gives the gradient without dropout.
     xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses, act_.dlogits,
                           act_.metrics, B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
+    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
     CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
 
     last_B_ = B;
@@ -428,12 +432,19 @@ class CudaModel final : public Model {
   }
 
   Metrics take_metrics() override {
-    float m[2];
-    download(m, act_.metrics, 2);
-    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    // The one host-device sync of a log line: both records, then reset them.
+    double m[2];
+    NonFiniteRecord nf;
+    CUDA_CHECK(cudaMemcpyAsync(m, act_.metrics, sizeof m, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(&nf, act_.nonfinite, sizeof nf, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(double), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.nonfinite, 0xff, sizeof(NonFiniteRecord), stream_));
     Metrics r;
     r.loss_sum = m[0];
     r.correct = (int64_t)llround(m[1]);
+    r.first_nonfinite_step = nf.step;
+    r.first_nonfinite_loss = nf.step >= 0 ? nf.loss : 0.0f;
     r.count = metric_count_;
     metric_count_ = 0;
     return r;
