@@ -36,7 +36,8 @@ constexpr uint32_t SITE_TEST = 1000;
 
 std::vector<uint8_t> make_images(int B, int S, uint64_t seed) {
   std::vector<uint8_t> img((size_t)B * 3 * S * S);
-  for (size_t i = 0; i < img.size(); ++i) img[i] = (uint8_t)(philox_u32(seed, SITE_TEST, 0, i) & 255);
+  for (size_t i = 0; i < img.size(); ++i)
+    img[i] = (uint8_t)(philox_u32(seed, SITE_TEST, 0, i) & 255);
   return img;
 }
 
