@@ -232,7 +232,9 @@ class CudaModel final : public Model {
     }
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-    CUBLAS_CHECK(cublasSetMathMode(cublas_, o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    // The matmul launchers use FP32 compute and let the handle's math mode pick TF32.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_,
+                                   o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
     // padding between tensors then stays 0 through every Adam step); the parameters then get
@@ -357,6 +359,13 @@ class CudaModel final : public Model {
     float* g = grads_;
     const float* w = params_;
     Activations& a = act_;
+    // Gradient through a dropout: its mask applied to dres, into tmp. Without dropout (eval
+    // forward, or a config with dropout 0 such as vit-b16) that is dres itself: no copy.
+    auto through_dropout = [&](uint32_t site) -> const float* {
+      if (p_hidden == 0.0f) return a.dres;
+      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, site, step);
+      return a.tmp;
+    };
 
     // Head on the CLS rows (row stride T*C); the other rows' gradient is 0.
     const float* xfin = cfg_.final_ln ? a.lnf : layer_res(d.L);
@@ -376,18 +385,17 @@ class CudaModel final : public Model {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
       // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
-      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 2), step);
-      matmul_backward(cublas_, stream_, a.tmp, A.fc1_act, d.M, w + b.fc2_w, a.dact, d.M,
-                      g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
+      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 2)), A.fc1_act, d.M,
+                      w + b.fc2_w, a.dact, d.M, g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
       gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
       matmul_backward(cublas_, stream_, a.dpre, A.ln2, d.C, w + b.fc1_w, a.dln, d.C, g + b.fc1_w,
                       g + b.fc1_b, a.scratch, NT, d.C, d.M);
       layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
                          g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
-      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 1), step);
-      matmul_backward(cublas_, stream_, a.tmp, A.att, d.C, w + b.proj_w, a.datt, d.C,
-                      g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C, d.C);
+      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 1)), A.att, d.C,
+                      w + b.proj_w, a.datt, d.C, g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C,
+                      d.C);
       attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C,
                          d.NH, p_attn, seed, layer_site(l, 0), step);
       matmul_backward(cublas_, stream_, a.dqkv, A.ln1, d.C, w + b.qkv_w, a.dln, d.C, g + b.qkv_w,
@@ -396,9 +404,9 @@ class CudaModel final : public Model {
                          g + b.ln1_w, g + b.ln1_b, a.scratch, NT, d.C);  // dres = d res[l]
     }
     // Embedding: res[0] = drop(patch_embed(x)).
-    dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, SITE_EMBED_DROPOUT, step);
-    patch_embed_backward(cublas_, stream_, a.tmp, a.cols, g + P.patch_w, g + P.patch_b, g + P.cls,
-                         g + P.pos, a.scratch, d.B, d.Cin, d.R, d.p, d.C);
+    patch_embed_backward(cublas_, stream_, through_dropout(SITE_EMBED_DROPOUT), a.cols,
+                         g + P.patch_w, g + P.patch_b, g + P.cls, g + P.pos, a.scratch, d.B, d.Cin,
+                         d.R, d.p, d.C);
   }
 
   void zero_grad() override {
@@ -483,8 +491,9 @@ class CudaModel final : public Model {
 
     patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls, w + P.pos,
                         a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
-                    step);
+    if (p_hidden > 0.0f)  // in place; with p = 0 it would be a copy onto itself
+      dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
+                      step);
     for (int l = 0; l < d.L; ++l) {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
