@@ -19,6 +19,8 @@
 // the chunks in order. Three launches for the backward: dx, partials, final.
 #pragma once
 
+#include <string>
+
 #include "common/error.h"
 #include "kernels/common.cuh"
 #include "kernels/reduce.cuh"
@@ -232,6 +234,9 @@ inline void layernorm_backward(cudaStream_t st, const float* dy, const float* x,
     LAUNCH(layernorm_backward_dx_kernel<false>, grid, LN_WARPS * 32, 0, st, dy, x, w, mean, rstd,
            dx, N, C);
   const int nchunks = (int)ceil_div(N, LN_BWD_ROWS);
+  if (nchunks > 65535)  // gridDim.y limit of the partial-sum kernel
+    throw Error("layernorm_backward: " + std::to_string(N) + " rows: at most " +
+                std::to_string(65535 * LN_BWD_ROWS) + " supported (lower the batch size)");
   LAUNCH(layernorm_backward_dwdb_partial_kernel, dim3(ceil_div(C, 32), nchunks), dim3(32, 8), 0,
          st, dy, x, mean, rstd, scratch, N, C);
   LAUNCH(layernorm_backward_dwdb_final_kernel, ceil_div(C, 256), 256, 0, st, scratch, nchunks, C,
