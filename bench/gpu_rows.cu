@@ -106,7 +106,7 @@ struct Timer {
 };
 
 // A device buffer of n floats filled with small values (random-ish, deterministic).
-__global__ void fill_kernel(float* p, size_t n, float scale) {
+__global__ void __launch_bounds__(256) fill_kernel(float* p, size_t n, float scale) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < n) p[i] = scale * (float)((int)((i * 2654435761u) % 2001u) - 1000) / 1000.0f;
 }

@@ -31,7 +31,7 @@ namespace vit {
 
 constexpr int XENT_WARPS = 16;
 
-static __global__ void xent_forward_backward_kernel(const floatX* __restrict__ logits,
+static __global__ void __launch_bounds__(XENT_WARPS * 32) xent_forward_backward_kernel(const floatX* __restrict__ logits,
                                                     const int32_t* __restrict__ labels,
                                                     float* __restrict__ losses,
                                                     floatX* __restrict__ dlogits,
@@ -125,7 +125,7 @@ struct NonFiniteRecord {
   float loss;
 };
 
-static __global__ void track_nonfinite_kernel(const float* __restrict__ losses, int B, long long step,
+static __global__ void __launch_bounds__(32) track_nonfinite_kernel(const float* __restrict__ losses, int B, long long step,
                                        NonFiniteRecord* rec) {
   float s = 0.0f;
   for (int i = threadIdx.x; i < B; i += 32) s += losses[i];

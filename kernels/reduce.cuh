@@ -47,7 +47,7 @@ constexpr int COLSUM_ROWS = 128;
 
 inline int colsum_chunks(int N) { return (int)ceil_div((size_t)N, COLSUM_ROWS); }
 
-static __global__ void colsum_partial_kernel(const float* __restrict__ a, int N, int C, int ld,
+static __global__ void __launch_bounds__(256) colsum_partial_kernel(const float* __restrict__ a, int N, int C, int ld,
                                       float* __restrict__ partial) {
   __shared__ float acc[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -66,7 +66,7 @@ static __global__ void colsum_partial_kernel(const float* __restrict__ a, int N,
   }
 }
 
-static __global__ void colsum_final_kernel(const float* __restrict__ partial, int nchunks, int C,
+static __global__ void __launch_bounds__(256) colsum_final_kernel(const float* __restrict__ partial, int nchunks, int C,
                                     float* __restrict__ out) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
