@@ -539,6 +539,13 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
          (long long)test.size(), (long long)spe, o.batch_size,
          o.accum_steps > 1 ? (" (" + std::to_string(o.accum_steps) + " micro-batches)").c_str() : "",
          r.out.c_str());
+  if (o.freeze_backbone) {
+    size_t trained = 0;
+    for (const ParamTensor& t : layout.tensors)
+      if (t.offset >= first_trained_offset(layout, mo)) trained += t.numel;
+    printf("--freeze-backbone: training %zu of %zu parameters (%s)\n", trained, layout.count(),
+           cfg.final_ln ? "final LayerNorm and head" : "head");
+  }
   if (!r.resume.empty())
     printf("resuming from %s at epoch %lld, batch %lld (step %lld)\n", r.resume.c_str(),
            (long long)st.epoch + 1, (long long)st.batch, (long long)st.step);

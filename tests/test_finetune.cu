@@ -166,6 +166,8 @@ TEST(Finetune, FreezeBackboneTrainsOnlyHeadAndFinalLn) {
       args.push_back(a);
     const Out r = run_train(args);
     ASSERT_EQ(r.rc, 0) << r.err;
+    // head (10 x 32 + 10) + final LN (2 x 32) of the 32-wide fixture model.
+    EXPECT_NE(r.out.find("--freeze-backbone: training 394 of "), std::string::npos) << r.out;
     const vit::TrainingCheckpoint ck =
         vit::load_training_checkpoint(d / (std::string(device) + "/last.safetensors"), {});
     ASSERT_EQ(ck.params.size(), w0.params.size());
@@ -235,8 +237,11 @@ TEST(Finetune, MemoryPlanOfVitB16) {
     EXPECT_EQ(f16.input_bytes, input * 2);
     EXPECT_EQ(f32.activation_bytes - f16.activation_bytes, input * 2);
     EXPECT_EQ(f16.param_bytes, f32.param_bytes);
-    printf("  vit-b16 224, micro-batch %2d: FP32 input %.2f GiB | %s\n", B,
-           f32.total_bytes() / 1073741824.0, f16.describe().c_str());
+    printf("  vit-b16 224, micro-batch %2d: total %.2f GiB (FP16 input) / %.2f GiB (FP32 input); "
+           "activations %.0f / %.0f MiB, input %.1f / %.1f MiB\n  %s\n",
+           B, f16.total_bytes() / 1073741824.0, f32.total_bytes() / 1073741824.0,
+           f16.activation_bytes / 1048576.0, f32.activation_bytes / 1048576.0,
+           f16.input_bytes / 1048576.0, f32.input_bytes / 1048576.0, f16.describe().c_str());
   }
   // No resize (image 224 from 224 sources, e.g. vit_predict): FP32.
   vit::ModelOptions o;
