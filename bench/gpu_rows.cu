@@ -106,7 +106,7 @@ struct Timer {
 };
 
 // A device buffer of n floats filled with small values (random-ish, deterministic).
-__global__ void fill_kernel(float* p, size_t n, float scale) {
+__global__ void __launch_bounds__(256) fill_kernel(float* p, size_t n, float scale) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < n) p[i] = scale * (float)((int)((i * 2654435761u) % 2001u) - 1000) / 1000.0f;
 }
@@ -305,16 +305,20 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
   }
   // loss and optimizer
   {
-    Buf logits((size_t)B * K, st), losses(B, st), dlogits((size_t)B * K, st), metrics(2, st);
+    Buf logits((size_t)B * K, st), losses(B, st), dlogits((size_t)B * K, st);
+    double* metrics;
+    CUDA_CHECK(cudaMalloc(&metrics, 2 * sizeof(double)));
+    CUDA_CHECK(cudaMemsetAsync(metrics, 0, 2 * sizeof(double), st));
     int32_t* labels;
     CUDA_CHECK(cudaMalloc(&labels, B * sizeof(int32_t)));
     CUDA_CHECK(cudaMemsetAsync(labels, 0, B * sizeof(int32_t), st));
     snprintf(sb, sizeof sb, "B=%d K=%d", B, K);
     cx.row("xent fwd+bwd", shp(sb), 0, 4.0 * 2 * B * K, false, [&] {
-      xent_forward_backward(st, logits.p, labels, losses.p, dlogits.p, metrics.p, B, K, 0.1f,
+      xent_forward_backward(st, logits.p, labels, losses.p, dlogits.p, metrics, B, K, 0.1f,
                             1.0f / B);
     });
     CUDA_CHECK(cudaFree(labels));
+    CUDA_CHECK(cudaFree(metrics));
     ParamLayout lay(c);
     size_t n = lay.total;
     Buf p(n, st), g(n, st), m(n, st, 0), v(n, st, 0), nc(2, st), sc(grad_norm_scratch_floats(n), st);

@@ -3,9 +3,9 @@
 frame) and static shared memory that ptxas reports (`nvcc --resource-usage`), and the theoretical
 occupancy at the kernel's block size.
 
-Reads ptxas's report on stdin. The block size of a kernel is taken from its
-`__launch_bounds__(N)` in kernels/*.cuh (a number, or a template parameter resolved from the
-mangled name where possible); kernels without one are shown at 256 threads, marked '*'.
+Reads ptxas's report on stdin. The block size of a kernel is its `__launch_bounds__(EXPR)` in kernels/*.cuh, EXPR evaluated
+with the header's constexpr constants and the kernel's template arguments (read off the
+demangled name); kernels without one are shown at 256 threads, marked '*'.
 Dynamic shared memory is chosen at launch and is not included.
 """
 import glob
@@ -17,13 +17,51 @@ import sys
 LIMITS = {"sm_80": (64, 32, 65536, 167936), "sm_90": (64, 32, 65536, 233472)}
 
 
+def constants(src):
+    """`constexpr int NAME = 123;` of the kernel headers: names a launch bound may use."""
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"constexpr\s+(?:int|unsigned|size_t)\s+(\w+)\s*=\s*(\d+)", src)}
+
+
 def launch_bounds():
-    bounds = {}
-    for path in glob.glob("kernels/*.cuh"):
+    """kernel name -> (template parameter names, block-size expression) from
+    `[template <...>] __global__ void __launch_bounds__(EXPR) name(`."""
+    bounds, consts = {}, {}
+    for path in glob.glob("kernels/*.cuh") + glob.glob("bench/*.cu"):
         src = open(path).read()
-        for m in re.finditer(r"__launch_bounds__\(\s*(\d+)[^)]*\)\s*(?:void\s+)?(\w+)\s*\(", src):
-            bounds[m.group(2)] = int(m.group(1))
-    return bounds
+        consts.update(constants(src))
+        for m in re.finditer(r"__launch_bounds__\(", src):
+            depth, i = 1, m.end()
+            while depth:
+                depth += {"(": 1, ")": -1}.get(src[i], 0)
+                i += 1
+            expr = src[m.end():i - 1]
+            name = re.match(r"\s*(\w+)\s*\(", src[i:])
+            if not name:
+                continue
+            head = src[max(src.rfind(";", 0, m.start()), src.rfind("}", 0, m.start())) + 1:m.start()]
+            t = re.search(r"template\s*<([^>]*)>", head)
+            params = [p.split()[-1] for p in t.group(1).split(",")] if t else []
+            bounds[name.group(1)] = (params, expr)
+    return bounds, consts
+
+
+def block_size(bounds, consts, base, pretty):
+    """Evaluates the kernel's launch bound with its template arguments (from the demangled
+    name); 0 when it has none or it cannot be evaluated."""
+    if base not in bounds:
+        return 0
+    params, expr = bounds[base]
+    args = re.search(re.escape(base) + r"<([^>]*)>", pretty)
+    env = dict(consts)
+    if params and args:
+        for p, a in zip(params, args.group(1).split(",")):
+            a = a.strip()
+            env[p] = {"true": 1, "false": 0}.get(a, a)
+    try:
+        return int(eval(expr, {"__builtins__": {}}, {k: int(v) for k, v in env.items()}))
+    except (NameError, SyntaxError, ValueError, TypeError, ZeroDivisionError):
+        return 0
 
 
 def occupancy(arch, threads, regs, smem):
@@ -68,7 +106,7 @@ def main():
     if not rows:
         sys.exit("resources: no kernels in ptxas output (did the compile fail?)")
     names = demangle(sorted({r["name"] for r in rows}))
-    bounds = launch_bounds()
+    bounds, consts = launch_bounds()
     bad = 0
     print("%-6s %-60s %5s %7s %6s %7s %6s %6s" % ("arch", "kernel", "regs", "spill B", "stack", "smem B",
                                                  "block", "occ %"))
@@ -76,7 +114,7 @@ def main():
         pretty = names[r["name"]]
         short = re.sub(r"^(?:void )?vit::(?:\(anonymous namespace\)::)?", "", pretty)
         base = re.match(r"[\w:]*?(\w+)(?:<|\()", short)
-        threads = bounds.get(base.group(1) if base else "", 0)
+        threads = block_size(bounds, consts, base.group(1) if base else "", short)
         mark = ""
         if not threads:
             threads, mark = 256, "*"

@@ -76,10 +76,17 @@ struct OptimConfig {
   float clip_grad = 0.0f;     // clip the global gradient norm to this; 0 = off
 };
 
+// Running sums of a model's forwards. loss_sum adds float losses in double, which is exact for
+// any realistic range of losses, so totals do not depend on how often they are taken.
 struct Metrics {
   double loss_sum = 0;  // sum over images of the per-image loss
   int64_t correct = 0;  // argmax(logits) == label
   int64_t count = 0;    // images
+  // The first forward (its `step` argument) since the last take whose loss was NaN or Inf, and
+  // that loss; -1 when every loss was finite. Lets the trainer check for a diverged run at its
+  // log lines instead of reading the loss back (a host-device sync) every step.
+  int64_t first_nonfinite_step = -1;
+  float first_nonfinite_loss = 0;
 };
 
 class Model {
@@ -116,6 +123,7 @@ class Model {
   virtual void get_logits(float* out) const = 0;  // (B, K) of the last forward
   virtual float last_loss() = 0;                  // loss of the last forward
   virtual Metrics take_metrics() = 0;             // metrics since the last take; resets them
+                                                  // (on the GPU: the one sync of a log line)
 
   // Inference on already normalised float images x (B, channels, H, W) with H = W =
   // config.image_size; writes logits (B, K). For vit_predict. x is stored as forward() stores

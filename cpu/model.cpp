@@ -250,6 +250,10 @@ class CpuModel : public Model {
       if (std::max_element(zb, zb + K) - zb == labels[b]) ++metrics_.correct;
     }
     metrics_.count += B;
+    if (!std::isfinite(last_loss_) && metrics_.first_nonfinite_step < 0) {
+      metrics_.first_nonfinite_step = (int64_t)step;
+      metrics_.first_nonfinite_loss = last_loss_;
+    }
     have_forward_ = true;
   }
 

@@ -121,7 +121,8 @@ struct Activations {
   float* logits;      // (B, K)
   float* losses;      // (B) per-image loss of the last forward
   float* dlogits;     // (B, K) = d(mean loss)/d(logits)
-  float* metrics;     // (2) running [loss sum, correct count] since the last take_metrics()
+  double* metrics;    // (2) running [loss sum, correct count] since the last take_metrics()
+  NonFiniteRecord* nonfinite;  // (1) first step with a NaN/Inf loss since the last take
   float* norm_coef;   // (2) [global grad norm, clip coefficient] of the last optimizer step
   float* tmp;         // (B, T, C) proj / fc2 output before dropout+residual; dropout grads
   float* dres;        // (B, T, C) gradient of the residual stream (LN backwards add into it)
@@ -178,7 +179,8 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("logits", (void**)&a.logits, (size_t)d.B * d.K * F4);
   f("losses", (void**)&a.losses, (size_t)d.B * F4);
   f("dlogits", (void**)&a.dlogits, (size_t)d.B * d.K * F4);
-  f("metrics", (void**)&a.metrics, 2 * F4);
+  f("metrics", (void**)&a.metrics, 2 * sizeof(double));
+  f("nonfinite", (void**)&a.nonfinite, sizeof(NonFiniteRecord));
   f("norm_coef", (void**)&a.norm_coef, 2 * F4);
   f("tmp", (void**)&a.tmp, d.BTC() * F4);
   f("dres", (void**)&a.dres, d.BTC() * F4);
@@ -236,7 +238,9 @@ class CudaModel final : public Model {
     }
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-    CUBLAS_CHECK(cublasSetMathMode(cublas_, o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    // The matmul launchers use FP32 compute and let the handle's math mode pick TF32.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_,
+                                   o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
     // padding between tensors then stays 0 through every Adam step); the parameters then get
@@ -274,7 +278,8 @@ class CudaModel final : public Model {
     nspans_ = (int)spans.size();
     CUDA_CHECK(cudaMemcpyAsync(act_.spans, spans.data(), spans.size() * sizeof(TensorSpan),
                                cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(double), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.nonfinite, 0xff, sizeof(NonFiniteRecord), stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
     std::vector<float> init(n, 0.0f);
     init_params(cfg_, layout_, o.seed, init.data());
@@ -344,6 +349,7 @@ class CudaModel final : public Model {
     // the CPU model, and gives the gradient without dropout.
     xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses, act_.dlogits,
                           act_.metrics, B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
+    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
     CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
 
     last_B_ = B;
@@ -365,6 +371,13 @@ class CudaModel final : public Model {
     float* g = grads_;
     const float* w = params_;
     Activations& a = act_;
+    // Gradient through a dropout: its mask applied to dres, into tmp. Without dropout (eval
+    // forward, or a config with dropout 0 such as vit-b16) that is dres itself: no copy.
+    auto through_dropout = [&](uint32_t site) -> const float* {
+      if (p_hidden == 0.0f) return a.dres;
+      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, site, step);
+      return a.tmp;
+    };
 
     // Head on the CLS rows (row stride T*C); the other rows' gradient is 0.
     const float* xfin = cfg_.final_ln ? a.lnf : layer_res(d.L);
@@ -387,18 +400,17 @@ class CudaModel final : public Model {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
       // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
-      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 2), step);
-      matmul_backward(cublas_, stream_, a.tmp, A.fc1_act, d.M, w + b.fc2_w, a.dact, d.M,
-                      g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
+      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 2)), A.fc1_act, d.M,
+                      w + b.fc2_w, a.dact, d.M, g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
       gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
       matmul_backward(cublas_, stream_, a.dpre, A.ln2, d.C, w + b.fc1_w, a.dln, d.C, g + b.fc1_w,
                       g + b.fc1_b, a.scratch, NT, d.C, d.M);
       layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
                          g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
-      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, layer_site(l, 1), step);
-      matmul_backward(cublas_, stream_, a.tmp, A.att, d.C, w + b.proj_w, a.datt, d.C,
-                      g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C, d.C);
+      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 1)), A.att, d.C,
+                      w + b.proj_w, a.datt, d.C, g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C,
+                      d.C);
       attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C,
                          d.NH, p_attn, seed, layer_site(l, 0), step);
       matmul_backward(cublas_, stream_, a.dqkv, A.ln1, d.C, w + b.qkv_w, a.dln, d.C, g + b.qkv_w,
@@ -407,9 +419,9 @@ class CudaModel final : public Model {
                          g + b.ln1_w, g + b.ln1_b, a.scratch, NT, d.C);  // dres = d res[l]
     }
     // Embedding: res[0] = drop(patch_embed(x)).
-    dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, SITE_EMBED_DROPOUT, step);
-    patch_embed_backward(cublas_, stream_, a.tmp, a.cols, g + P.patch_w, g + P.patch_b, g + P.cls,
-                         g + P.pos, a.scratch, d.B, d.Cin, d.R, d.p, d.C);
+    patch_embed_backward(cublas_, stream_, through_dropout(SITE_EMBED_DROPOUT), a.cols,
+                         g + P.patch_w, g + P.patch_b, g + P.cls, g + P.pos, a.scratch, d.B, d.Cin,
+                         d.R, d.p, d.C);
   }
 
   void zero_grad() override {
@@ -443,12 +455,19 @@ class CudaModel final : public Model {
   }
 
   Metrics take_metrics() override {
-    float m[2];
-    download(m, act_.metrics, 2);
-    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(float), stream_));
+    // The one host-device sync of a log line: both records, then reset them.
+    double m[2];
+    NonFiniteRecord nf;
+    CUDA_CHECK(cudaMemcpyAsync(m, act_.metrics, sizeof m, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(&nf, act_.nonfinite, sizeof nf, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(double), stream_));
+    CUDA_CHECK(cudaMemsetAsync(act_.nonfinite, 0xff, sizeof(NonFiniteRecord), stream_));
     Metrics r;
     r.loss_sum = m[0];
     r.correct = (int64_t)llround(m[1]);
+    r.first_nonfinite_step = nf.step;
+    r.first_nonfinite_loss = nf.step >= 0 ? nf.loss : 0.0f;
     r.count = metric_count_;
     metric_count_ = 0;
     return r;
@@ -500,8 +519,9 @@ class CudaModel final : public Model {
     else
       patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
                           w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
-                    step);
+    if (p_hidden > 0.0f)  // in place; with p = 0 it would be a copy onto itself
+      dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
+                      step);
     for (int l = 0; l < d.L; ++l) {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];

@@ -561,7 +561,35 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   int64_t run_train_images = 0;
   bool curves_warned = false;
 
+  // Training metrics stay on the device and are read only here, at log lines, before a save
+  // and at the end of an epoch: reading them is the one host-device sync, so the host otherwise
+  // queues steps ahead of the GPU. The sums are exact (see Metrics), so when they are read does
+  // not change them. A NaN/Inf loss is found here too, by the step the model recorded.
+  struct StepAt { int64_t micro, step, epoch, batch; };  // the steps since the last drain
+  std::vector<StepAt> pending;
+  auto drain = [&]() {
+    Metrics mt = model->take_metrics();
+    if (mt.first_nonfinite_step >= 0) {
+      StepAt at = {mt.first_nonfinite_step, st.step, st.epoch, st.batch};
+      for (const StepAt& p : pending)
+        if (p.micro <= mt.first_nonfinite_step) at = p;
+      if (r.tty) printf("\n");
+      fflush(stdout);
+      throw Error("loss is " + fmt_g(mt.first_nonfinite_loss) + " at step " +
+                  std::to_string(at.step + 1) + " (epoch " + std::to_string(at.epoch + 1) +
+                  ", batch " + std::to_string(at.batch + 1) +
+                  "): training stopped; the last good checkpoint is kept" +
+                  (is_file(last_path) ? " (" + last_path + ")" : "") +
+                  "; try a lower --lr or --clip-grad 1");
+    }
+    pending.clear();
+    st.loss_sum += mt.loss_sum;
+    st.correct += mt.correct;
+    st.count += mt.count;
+  };
+
   auto stop_now = [&](const char* why, int code) {
+    drain();  // never save a diverged model
     save(last_path);
     if (r.tty) printf("\n");
     printf("%s: saved %s (epoch %lld, batch %lld, step %lld); continue with: vit_train --resume %s\n",
@@ -580,27 +608,14 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     double last_print = -1;
     for (Batch b = train.next(); b.count > 0; b = train.next()) {
       model->zero_grad();
+      pending.push_back({(int64_t)st.micro_step, st.step, e, b.index});
       const int n_micro = (b.count + micro - 1) / micro;
       for (int m = 0; m < n_micro; ++m) {
         const int off = m * micro, cnt = std::min(micro, b.count - off);
         model->forward(b.images + (size_t)off * CIFAR_IMAGE_BYTES, b.labels + off, cnt, true,
                        st.micro_step);
-        float loss = model->last_loss();
-        if (!std::isfinite(loss)) {
-          if (r.tty) printf("\n");
-          fflush(stdout);
-          throw Error("loss is " + fmt_g(loss) + " at step " + std::to_string(st.step + 1) +
-                      " (epoch " + std::to_string(e + 1) + ", batch " + std::to_string(b.index + 1) +
-                      "): training stopped; the last good checkpoint is kept" +
-                      (is_file(last_path) ? " (" + last_path + ")" : "") +
-                      "; try a lower --lr or --clip-grad 1");
-        }
         model->backward();
         ++st.micro_step;
-        Metrics mt = model->take_metrics();
-        st.loss_sum += mt.loss_sum;
-        st.correct += mt.correct;
-        st.count += mt.count;
       }
       const double lr = learning_rate(o, st.step, spe);
       model->optimizer_step(oc, (float)lr, st.step + 1, 1.0f / n_micro);
@@ -616,6 +631,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
       const double ips = el > 0 ? images_now / el : 0;
       const bool last_batch = st.batch == spe;
       if (r.tty ? (el - last_print >= 0.25 || last_batch) : (st.batch % log_every == 0 || last_batch)) {
+        drain();
         last_print = el;
         double acc = st.count ? (double)st.correct / st.count : 0;
         double loss = st.count ? st.loss_sum / st.count : 0;
@@ -640,6 +656,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
                         128 + (int)g_signal);
       if (o.max_steps > 0 && st.step >= o.max_steps) return stop_now("stopped at --max-steps", 0);
     }
+    drain();  // the last log line drained already; this keeps the invariant explicit
     const double train_seconds = st.seconds;
     run_train_seconds += seconds_since(t0);
     run_train_images += images_now;

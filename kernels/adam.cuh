@@ -51,7 +51,7 @@ inline int grad_norm_blocks(size_t n) {
 inline size_t grad_norm_scratch_floats(size_t n) { return (size_t)grad_norm_blocks(n); }
 
 template <bool VEC>
-static __global__ void grad_sumsq_partial_kernel(const floatX* __restrict__ g, size_t n,
+static __global__ void __launch_bounds__(NORM_THREADS) grad_sumsq_partial_kernel(const floatX* __restrict__ g, size_t n,
                                                  float grad_scale, float* __restrict__ partial) {
   __shared__ float red[32];
   const size_t groups = (n + 3) / 4;
@@ -75,7 +75,7 @@ static __global__ void grad_sumsq_partial_kernel(const floatX* __restrict__ g, s
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-static __global__ void grad_norm_final_kernel(const float* __restrict__ partial, int nblocks,
+static __global__ void __launch_bounds__(NORM_THREADS) grad_norm_final_kernel(const float* __restrict__ partial, int nblocks,
                                               float clip, float* __restrict__ norm_coef) {
   __shared__ float red[32];
   float s = 0.0f;
@@ -134,7 +134,7 @@ static __device__ __forceinline__ void adam_element(float& p, float g, float& m,
 }
 
 template <bool VEC>
-static __global__ void adam_update_kernel(floatX* __restrict__ p, const floatX* __restrict__ g,
+static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restrict__ p, const floatX* __restrict__ g,
                                           float* __restrict__ m, float* __restrict__ v, size_t n,
                                           const TensorSpan* __restrict__ spans, int nspans,
                                           AdamArgs a, const float* __restrict__ norm_coef) {

@@ -158,7 +158,7 @@ __device__ __forceinline__ void load_tile(float* dst, const float* src, size_t l
 // ---------------------------------------------------------------------------------------------
 // Forward: grid (ceil(T/32), NH, B), block 32*G. Online softmax over key tiles.
 template <int HD>
-__global__ void attention_forward_kernel(const float* __restrict__ qkv, float* __restrict__ out,
+__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const float* __restrict__ qkv, float* __restrict__ out,
                                          float* __restrict__ lse, int T, int C, int NH,
                                          float scale, float p_drop, float keep_scale,
                                          uint64_t seed, uint32_t site, uint64_t step) {
@@ -228,7 +228,7 @@ ATTN_UNROLL
 // ---------------------------------------------------------------------------------------------
 // Backward 1: D_i = dO_i . O_i (to scratch) and dq_i. grid (ceil(T/32), NH, B), block 32*G.
 template <int HD>
-__global__ void attention_backward_dq_kernel(const float* __restrict__ dout,
+__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_kernel(const float* __restrict__ dout,
                                              const float* __restrict__ qkv,
                                              const float* __restrict__ out,
                                              const float* __restrict__ lse,
@@ -300,7 +300,7 @@ ATTN_UNROLL4
 // ---------------------------------------------------------------------------------------------
 // Backward 2: dk_j and dv_j. grid (ceil(T/32), NH, B), block 32*G; reads D from backward 1.
 template <int HD>
-__global__ void attention_backward_dkdv_kernel(const float* __restrict__ dout,
+__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dkdv_kernel(const float* __restrict__ dout,
                                                const float* __restrict__ qkv,
                                                const float* __restrict__ lse,
                                                const float* __restrict__ Dbuf,

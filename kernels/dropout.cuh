@@ -27,7 +27,7 @@ namespace vit {
 // Kept elements are multiplied by scale = 1/(1 - p) computed in float on the host, exactly as
 // the reference (vit::ref::dropout_scale), so the two agree bitwise.
 template <bool VEC, bool RESIDUAL>
-static __global__ void dropout_kernel(const floatX* res, const floatX* x, floatX* y, size_t n,
+static __global__ void __launch_bounds__(256) dropout_kernel(const floatX* res, const floatX* x, floatX* y, size_t n,
                                       float p, float scale, uint64_t seed, uint32_t site, uint64_t step) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;

@@ -39,7 +39,7 @@ static __device__ __forceinline__ float gelu_grad(float x, Gelu g) {
 }
 
 template <bool VEC>
-static __global__ void gelu_forward_kernel(const floatX* x, floatX* y, size_t n, Gelu g) {
+static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* x, floatX* y, size_t n, Gelu g) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
        q += (size_t)gridDim.x * blockDim.x) {
@@ -58,7 +58,7 @@ static __global__ void gelu_forward_kernel(const floatX* x, floatX* y, size_t n,
 }
 
 template <bool VEC>
-static __global__ void gelu_backward_kernel(const floatX* dy, const floatX* pre, floatX* dx,
+static __global__ void __launch_bounds__(256) gelu_backward_kernel(const floatX* dy, const floatX* pre, floatX* dx,
                                             size_t n, Gelu g) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;

@@ -19,6 +19,8 @@
 // the chunks in order. Three launches for the backward: dx, partials, final.
 #pragma once
 
+#include <string>
+
 #include "common/error.h"
 #include "kernels/common.cuh"
 #include "kernels/reduce.cuh"
@@ -29,7 +31,7 @@ constexpr int LN_WARPS = 8;         // rows per block in the row kernels (256 th
 constexpr int LN_BWD_ROWS = 128;    // rows per chunk of the dw/db partial sums
 
 template <bool VEC>
-static __global__ void layernorm_forward_kernel(const floatX* __restrict__ x,
+static __global__ void __launch_bounds__(LN_WARPS * 32) layernorm_forward_kernel(const floatX* __restrict__ x,
                                                 const floatX* __restrict__ w,
                                                 const floatX* __restrict__ b,
                                                 floatX* __restrict__ y, float* __restrict__ mean,
@@ -89,7 +91,7 @@ static __global__ void layernorm_forward_kernel(const floatX* __restrict__ x,
 }
 
 template <bool VEC>
-static __global__ void layernorm_backward_dx_kernel(const floatX* __restrict__ dy,
+static __global__ void __launch_bounds__(LN_WARPS * 32) layernorm_backward_dx_kernel(const floatX* __restrict__ dy,
                                                     const floatX* __restrict__ x,
                                                     const floatX* __restrict__ w,
                                                     const float* __restrict__ mean,
@@ -146,7 +148,7 @@ static __global__ void layernorm_backward_dx_kernel(const floatX* __restrict__ d
 }
 
 // partial (2, nchunks, C): [0] sums of dy * xhat, [1] sums of dy, over the rows of each chunk.
-static __global__ void layernorm_backward_dwdb_partial_kernel(const floatX* __restrict__ dy,
+static __global__ void __launch_bounds__(256) layernorm_backward_dwdb_partial_kernel(const floatX* __restrict__ dy,
                                                               const floatX* __restrict__ x,
                                                               const float* __restrict__ mean,
                                                               const float* __restrict__ rstd,
@@ -180,7 +182,7 @@ static __global__ void layernorm_backward_dwdb_partial_kernel(const floatX* __re
   }
 }
 
-static __global__ void layernorm_backward_dwdb_final_kernel(const float* __restrict__ partial,
+static __global__ void __launch_bounds__(256) layernorm_backward_dwdb_final_kernel(const float* __restrict__ partial,
                                                             int nchunks, int C,
                                                             floatX* __restrict__ dw,
                                                             floatX* __restrict__ db) {
@@ -232,6 +234,9 @@ inline void layernorm_backward(cudaStream_t st, const float* dy, const float* x,
     LAUNCH(layernorm_backward_dx_kernel<false>, grid, LN_WARPS * 32, 0, st, dy, x, w, mean, rstd,
            dx, N, C);
   const int nchunks = (int)ceil_div(N, LN_BWD_ROWS);
+  if (nchunks > 65535)  // gridDim.y limit of the partial-sum kernel
+    throw Error("layernorm_backward: " + std::to_string(N) + " rows: at most " +
+                std::to_string(65535 * LN_BWD_ROWS) + " supported (lower the batch size)");
   LAUNCH(layernorm_backward_dwdb_partial_kernel, dim3(ceil_div(C, 32), nchunks), dim3(32, 8), 0,
          st, dy, x, mean, rstd, scratch, N, C);
   LAUNCH(layernorm_backward_dwdb_final_kernel, ceil_div(C, 256), 256, 0, st, scratch, nchunks, C,

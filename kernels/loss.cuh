@@ -7,7 +7,10 @@
 //   dlogits (B, K)  = (softmax(z) - t) * grad_scale                    (=, when not nullptr;
 //                     grad_scale = 1/B for the mean loss)
 //   metrics (2)     += [sum over the batch of losses, number of rows with argmax(z) == label]
-//                     (may be nullptr). argmax takes the first index of the maximum.
+//                     (may be nullptr). argmax takes the first index of the maximum. Double:
+//                     the batch sums are floats, and a double sum of floats whose exponents
+//                     span fewer than 29 bits is exact, so the running totals do not depend on
+//                     when the host reads them (the trainer reads them only at log lines).
 // A label outside [0, K) gives a NaN loss and NaN gradient row: training stops on it loudly.
 //
 // Design: ONE block (16 warps), a warp per row, rows w, w+16, ... for warp w. The head has
@@ -28,11 +31,11 @@ namespace vit {
 
 constexpr int XENT_WARPS = 16;
 
-static __global__ void xent_forward_backward_kernel(const floatX* __restrict__ logits,
+static __global__ void __launch_bounds__(XENT_WARPS * 32) xent_forward_backward_kernel(const floatX* __restrict__ logits,
                                                     const int32_t* __restrict__ labels,
                                                     float* __restrict__ losses,
                                                     floatX* __restrict__ dlogits,
-                                                    float* __restrict__ metrics, int B, int K,
+                                                    double* __restrict__ metrics, int B, int K,
                                                     float smoothing, float grad_scale) {
   __shared__ float s_loss[XENT_WARPS], s_correct[XENT_WARPS];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -97,19 +100,47 @@ static __global__ void xent_forward_backward_kernel(const floatX* __restrict__ l
       l += s_loss[w];
       c += s_correct[w];
     }
-    metrics[0] += l;
-    metrics[1] += c;
+    metrics[0] += (double)l;
+    metrics[1] += (double)c;
   }
 }
 
 // losses (B) =, dlogits (B, K) = (when not nullptr), metrics (2) += (when not nullptr).
 inline void xent_forward_backward(cudaStream_t st, const float* logits, const int32_t* labels,
-                                  float* losses, float* dlogits, float* metrics, int B, int K,
+                                  float* losses, float* dlogits, double* metrics, int B, int K,
                                   float smoothing, float grad_scale) {
   if (B <= 0) return;
   if (K <= 0) throw Error("xent_forward_backward: number of classes must be positive");
   LAUNCH(xent_forward_backward_kernel, 1, XENT_WARPS * 32, 0, st, logits, labels, losses, dlogits,
          metrics, B, K, smoothing, grad_scale);
+}
+
+// ---- non-finite loss tracking ----------------------------------------------------------------
+// The trainer must stop on the first NaN/Inf loss and name its step, without reading the loss
+// back every step. After each forward, one warp sums the batch's losses (NaN or Inf in any
+// image makes the sum non-finite) and, if the sum is not finite and nothing was recorded yet,
+// records the step and the sum. Reset by setting step to -1 (memset 0xFF).
+struct NonFiniteRecord {
+  long long step;  // -1: every loss finite since the last reset
+  float loss;
+};
+
+static __global__ void __launch_bounds__(32) track_nonfinite_kernel(const float* __restrict__ losses, int B, long long step,
+                                       NonFiniteRecord* rec) {
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < B; i += 32) s += losses[i];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x == 0 && !isfinite(s) && rec->step < 0) {
+    rec->step = step;
+    rec->loss = s;
+  }
+}
+
+// rec (device, 1) updated as described above; losses (B) as written by xent_forward_backward.
+inline void track_nonfinite(cudaStream_t st, const float* losses, int B, uint64_t step,
+                            NonFiniteRecord* rec) {
+  if (B <= 0) return;
+  LAUNCH(track_nonfinite_kernel, 1, 32, 0, st, losses, B, (long long)step, rec);
 }
 
 }  // namespace vit

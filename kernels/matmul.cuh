@@ -32,7 +32,7 @@ namespace vit {
 
 // y (N, out) += b; with pre_act: pre_act = y + b, y = gelu(pre_act).
 template <bool VEC>
-static __global__ void bias_gelu_epilogue_kernel(floatX* y, const floatX* __restrict__ b,
+static __global__ void __launch_bounds__(256) bias_gelu_epilogue_kernel(floatX* y, const floatX* __restrict__ b,
                                                  floatX* pre_act, int N, int out, bool gelu,
                                                  Gelu g) {
   const size_t n = (size_t)N * out;

@@ -8,6 +8,9 @@
 // the same inputs give bitwise identical outputs on every run and every GPU.
 #pragma once
 
+#include <string>
+
+#include "common/error.h"
 #include "kernels/common.cuh"
 
 namespace vit {
@@ -44,7 +47,7 @@ constexpr int COLSUM_ROWS = 128;
 
 inline int colsum_chunks(int N) { return (int)ceil_div((size_t)N, COLSUM_ROWS); }
 
-static __global__ void colsum_partial_kernel(const float* __restrict__ a, int N, int C, int ld,
+static __global__ void __launch_bounds__(256) colsum_partial_kernel(const float* __restrict__ a, int N, int C, int ld,
                                       float* __restrict__ partial) {
   __shared__ float acc[8][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -63,7 +66,7 @@ static __global__ void colsum_partial_kernel(const float* __restrict__ a, int N,
   }
 }
 
-static __global__ void colsum_final_kernel(const float* __restrict__ partial, int nchunks, int C,
+static __global__ void __launch_bounds__(256) colsum_final_kernel(const float* __restrict__ partial, int nchunks, int C,
                                     float* __restrict__ out) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
@@ -76,6 +79,9 @@ static __global__ void colsum_final_kernel(const float* __restrict__ partial, in
 inline void column_sum_accumulate(cudaStream_t st, const float* a, int N, int C, int ld,
                                   float* out, float* scratch) {
   if (N <= 0 || C <= 0) return;
+  if (colsum_chunks(N) > 65535)  // gridDim.y limit
+    throw Error("column sum over " + std::to_string(N) + " rows: at most " +
+                std::to_string(65535 * COLSUM_ROWS) + " rows supported (lower the batch size)");
   const int nchunks = colsum_chunks(N);
   LAUNCH(colsum_partial_kernel, dim3(ceil_div(C, 32), nchunks), dim3(32, 8), 0, st, a, N, C, ld,
          scratch);

@@ -23,5 +23,15 @@ int main(int argc, char** argv) {
     printf("test_gpu: no CUDA GPU found: the CUDA tests of this binary are skipped "
            "(build/test_simt runs them on the CPU)\n");
 #endif
-  return RUN_ALL_TESTS();
+  int rc = RUN_ALL_TESTS();
+  // One plain closing line that any CI reader understands.
+  const ::testing::UnitTest& u = *::testing::UnitTest::GetInstance();
+#if defined(__CUDACC__)
+  const char* name = "test_gpu";
+#else
+  const char* name = "test_simt";
+#endif
+  printf("%s: %d passed, %d failed, %d skipped\n", name, u.successful_test_count(),
+         u.failed_test_count(), u.skipped_test_count());
+  return rc;
 }

@@ -36,7 +36,8 @@ constexpr uint32_t SITE_TEST = 1000;
 
 std::vector<uint8_t> make_images(int B, int S, uint64_t seed) {
   std::vector<uint8_t> img((size_t)B * 3 * S * S);
-  for (size_t i = 0; i < img.size(); ++i) img[i] = (uint8_t)(philox_u32(seed, SITE_TEST, 0, i) & 255);
+  for (size_t i = 0; i < img.size(); ++i)
+    img[i] = (uint8_t)(philox_u32(seed, SITE_TEST, 0, i) & 255);
   return img;
 }
 
@@ -242,13 +243,14 @@ void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, i
   }
   compare_grads("eval forward");
 
-  // infer() on already normalised float input.
+  // infer() on already normalised float input, more images than max_batch (chunked).
+  const int NI = 2 * o.max_batch + 1;
   const size_t img_floats = (size_t)3 * c.image_size * c.image_size;
-  std::vector<float> x((size_t)B * img_floats);
+  std::vector<float> x((size_t)NI * img_floats), ig((size_t)NI * K), ic((size_t)NI * K);
   for (size_t i = 0; i < x.size(); ++i) x[i] = 2.0f * philox_uniform(3, SITE_TEST, 4, i) - 1.0f;
-  gpu->infer(x.data(), B, lg.data());
-  cpu->infer(x.data(), B, lc.data());
-  EXPECT_TRUE(allclose(lg, lc, tol.logits.rtol, tol.logits.atol)) << "infer logits";
+  gpu->infer(x.data(), NI, ig.data());
+  cpu->infer(x.data(), NI, ic.data());
+  EXPECT_TRUE(allclose(ig, ic, tol.logits.rtol, tol.logits.atol)) << "infer logits";
   EXPECT_THROW(gpu->backward(), Error) << "infer() replaced the forward's activations";
 }
 

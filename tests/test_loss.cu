@@ -49,9 +49,10 @@ void check_xent(int B, int K, float smoothing, float logit_scale) {
   }
   ASSERT_GE(correct, (B + 2) / 3);
 
-  DeviceBuffer<float> d_z(zz), d_loss(B), d_dz((size_t)B * K), d_metrics(2);
+  DeviceBuffer<float> d_z(zz), d_loss(B), d_dz((size_t)B * K);
+  DeviceBuffer<double> d_metrics(2);
   DeviceBuffer<int32_t> d_labels(labels);
-  const vector<float> m0 = {1.5f, 4.0f};  // metrics accumulate onto what is there
+  const vector<double> m0 = {1.5, 4.0};  // metrics accumulate onto what is there
   vector<vector<float>> first;
   vit_test::for_each_thread_order([&](const char* order) {
     SCOPED_TRACE(order);
@@ -59,11 +60,12 @@ void check_xent(int B, int K, float smoothing, float logit_scale) {
       d_metrics.upload(m0);
       vit::xent_forward_backward(0, d_z, d_labels, d_loss, d_dz, d_metrics, B, K, smoothing,
                                  grad_scale);
-      vector<vector<float>> o = {d_loss.download(), d_dz.download(), d_metrics.download()};
+      vector<vector<float>> o = {d_loss.download(), d_dz.download()};
+      const vector<double> om = d_metrics.download();
       EXPECT_TRUE(vit_test::allclose(o[0], rloss, RTOL, ATOL)) << "losses";
       EXPECT_TRUE(vit_test::allclose(o[1], rdz, RTOL, ATOL)) << "dlogits";
-      EXPECT_NEAR(o[2][0], 1.5 + loss_sum, 1e-5 * (1.5 + loss_sum)) << "metrics loss sum";
-      EXPECT_EQ(o[2][1], 4.0f + correct) << "metrics correct";
+      EXPECT_NEAR(om[0], 1.5 + loss_sum, 1e-5 * (1.5 + loss_sum)) << "metrics loss sum";
+      EXPECT_EQ(om[1], 4.0 + correct) << "metrics correct";
       if (first.empty()) first = o;
       for (size_t k = 0; k < o.size(); ++k) EXPECT_TRUE(vit_test::bitwise_equal(o[k], first[k]));
     }
@@ -72,7 +74,7 @@ void check_xent(int B, int K, float smoothing, float logit_scale) {
   // Evaluation: no gradient, no losses buffer; metrics still accumulate.
   d_metrics.upload(m0);
   vit::xent_forward_backward(0, d_z, d_labels, nullptr, nullptr, d_metrics, B, K, smoothing, 1.0f);
-  vector<float> m = d_metrics.download();
+  vector<double> m = d_metrics.download();
   EXPECT_NEAR(m[0], 1.5 + loss_sum, 1e-5 * (1.5 + loss_sum));
   EXPECT_EQ(m[1], 4.0f + correct);
 }
@@ -104,10 +106,11 @@ TEST(XentKernel, ArgmaxTiesTakeTheFirstIndex) {
   z[K + 2] = z[K + 7] = 1.0f;
   z[2 * K + 40] = z[2 * K + 3] = 1.0f;
   const vector<int32_t> labels = {2, 7, 3};
-  DeviceBuffer<float> d_z(z), d_metrics(vector<float>{0.0f, 0.0f});
+  DeviceBuffer<float> d_z(z);
+  DeviceBuffer<double> d_metrics(vector<double>{0.0, 0.0});
   DeviceBuffer<int32_t> d_labels(labels);
   vit::xent_forward_backward(0, d_z, d_labels, nullptr, nullptr, d_metrics, 3, K, 0.0f, 1.0f);
-  EXPECT_EQ(d_metrics.download()[1], 2.0f);
+  EXPECT_EQ(d_metrics.download()[1], 2.0);
 }
 
 TEST(XentKernel, LabelOutOfRangeGivesNaN) {

@@ -307,10 +307,12 @@ TEST(TrainEndToEnd, SignalsSaveAndExit) {
 }
 
 namespace {
-// Wraps a real model; its loss reads NaN from the forward with Philox step `bad` on.
+// Wraps a real model; its loss reads NaN from the forward with Philox step `bad` on, and its
+// metrics report that step as the first non-finite one (as the real models do).
 struct NanModel : vit::Model {
   std::unique_ptr<vit::Model> m;
   uint64_t bad, last = 0;
+  int64_t first_bad = -1;
   NanModel(std::unique_ptr<vit::Model> mm, uint64_t b) : m(std::move(mm)), bad(b) {}
   const vit::Config& config() const override { return m->config(); }
   const vit::ParamLayout& layout() const override { return m->layout(); }
@@ -322,6 +324,7 @@ struct NanModel : vit::Model {
   void forward(const uint8_t* x, const int32_t* y, int B, bool train, uint64_t step) override {
     last = train ? step : 0;
     m->forward(x, y, B, train, step);
+    if (last >= bad && first_bad < 0) first_bad = (int64_t)step;
   }
   void backward() override { m->backward(); }
   void zero_grad() override { m->zero_grad(); }
@@ -331,7 +334,15 @@ struct NanModel : vit::Model {
   float last_grad_norm() override { return m->last_grad_norm(); }
   void get_logits(float* o) const override { m->get_logits(o); }
   float last_loss() override { return last >= bad ? NAN : m->last_loss(); }
-  vit::Metrics take_metrics() override { return m->take_metrics(); }
+  vit::Metrics take_metrics() override {
+    vit::Metrics r = m->take_metrics();
+    if (first_bad >= 0) {
+      r.first_nonfinite_step = first_bad;
+      r.first_nonfinite_loss = NAN;
+      first_bad = -1;
+    }
+    return r;
+  }
   void infer(const float* x, int B, float* l) override { m->infer(x, B, l); }
 };
 }  // namespace
