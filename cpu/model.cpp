@@ -240,7 +240,8 @@ class CpuModel : public Model {
                   std::to_string(o_.max_batch) + " (the model's max batch)");
     if (!labels) throw Error("Model::forward needs labels (use infer() without them)");
     preprocess(images, B, o_.input, c_, train, o_.seed, step, x_.data());
-    if (uses_fp16_input(c_, o_)) round_to_half(x_.data(), (size_t)B * c_.channels * c_.image_size * c_.image_size);
+    if (uses_fp16_input(c_, o_))  // stored as the CUDA model stores it (common/model.h)
+      round_to_half(x_.data(), (size_t)B * c_.channels * c_.image_size * c_.image_size);
     last_loss_ = ref_.forward(x_.data(), labels, B, train, step, params_.data());
     const int K = c_.classes;
     const float* z = ref_.logits();
@@ -275,7 +276,7 @@ class CpuModel : public Model {
     for (const ParamTensor& pt : ref_.layout().tensors)
       if (pt.offset >= first)
         adam_update(params_.data() + pt.offset, grads_.data() + pt.offset, m_.data() + pt.offset,
-                  v_.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
+                    v_.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
   }
   float last_grad_norm() override { return last_norm_; }
 
