@@ -37,13 +37,36 @@ struct InputSpec {
   int crop_pad = 4;
 };
 
+// Storage of the model input (the normalised, resized images). FP16 halves the biggest input
+// buffer of the 32 -> 224 vit-b16 path (B x 3 x 224 x 224); Auto turns it on exactly when the
+// input is resized (config.image_size != input.src_size). When on, both models round every
+// input value once to the nearest half (round-to-nearest-even) after the float preprocessing,
+// so the CPU reference and the CUDA model see the same input.
+enum class Fp16Input { Auto, Off, On };
+
 struct ModelOptions {
   uint64_t seed = 0;            // every random draw: dropout, augmentation (init is separate)
   float label_smoothing = 0.0f;
   InputSpec input;
   int max_batch = 64;           // activations are planned for this many images
   bool tf32 = true;             // CUDA: TF32 tensor-core GEMMs (off in tests)
+  Fp16Input fp16_input = Fp16Input::Auto;
+  // Linear probe: only the head (and the final LayerNorm, when the config has one) is trained.
+  // The other tensors keep their values: the optimizer skips them, and their gradients stay 0.
+  bool freeze_backbone = false;
 };
+
+inline bool uses_fp16_input(const Config& c, const ModelOptions& o) {
+  return o.fp16_input == Fp16Input::On ||
+         (o.fp16_input == Fp16Input::Auto && c.image_size != o.input.src_size);
+}
+
+// With freeze_backbone the trained tensors are a suffix of the layout (final LN, head: the last
+// ones, common/params.h): the flat offset where it starts; 0 (everything trained) otherwise.
+inline size_t first_trained_offset(const ParamLayout& l, const ModelOptions& o) {
+  if (!o.freeze_backbone) return 0;
+  return l.lnf_w != ParamLayout::NONE ? l.lnf_w : l.head_w;
+}
 
 struct OptimConfig {
   enum Kind { Adam, AdamW } kind = Adam;
@@ -103,7 +126,8 @@ class Model {
                                                   // (on the GPU: the one sync of a log line)
 
   // Inference on already normalised float images x (B, channels, H, W) with H = W =
-  // config.image_size; writes logits (B, K). For vit_predict.
+  // config.image_size; writes logits (B, K). For vit_predict. x is stored as forward() stores
+  // its input: rounded to half when uses_fp16_input (vit_predict turns that off).
   virtual void infer(const float* x, int B, float* logits) = 0;
 };
 

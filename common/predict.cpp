@@ -76,6 +76,11 @@ int predict_main(const std::vector<std::string>& args, std::ostream& out, std::o
 
     ModelOptions mo;
     mo.max_batch = (int)std::min<size_t>(images.size(), 16);
+    // infer() gets float images resized on the host: FP16 storage would only round them.
+    mo.fp16_input = Fp16Input::Off;
+    // A few images: speed does not matter, so --device cuda computes in full FP32 (no TF32
+    // GEMMs) and prints the probabilities of --device cpu.
+    mo.tf32 = false;
     std::unique_ptr<Model> m = make_model(device, c, mo);
     m->set_params(w.params.data());
 

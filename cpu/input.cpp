@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 
 #include "common/philox.h"
 #include "cpu/scratch.h"
@@ -33,6 +34,35 @@ void resize_bilinear(const T* src, int sh, int sw, T* dst, int dh, int dw) {
           ly * (hx * src[(size_t)y1 * sw + x0] + lx * src[(size_t)y1 * sw + x1]);
     }
   }
+}
+
+float round_to_half(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = u & 0x80000000u;
+  uint32_t a = u ^ sign;                    // |f|
+  if (a >= 0x7f800000u) return f;           // inf, NaN
+  float af;
+  std::memcpy(&af, &a, 4);
+  float r;
+  if (af >= 65520.0f) {
+    r = INFINITY;  // 65520 is halfway between the largest half (65504) and 2^16: even is 2^16
+  } else if (af < 6.103515625e-05f) {
+    // Below the smallest normal half (2^-14) halves are multiples of 2^-24: scale (exact, a
+    // power of two), round to an integer to nearest-even (the default rounding mode), unscale.
+    r = std::nearbyint(af * 16777216.0f) / 16777216.0f;
+  } else {
+    // Normal: keep 10 of float's 23 mantissa bits, round-to-nearest-even on the 13 dropped
+    // (a carry into the exponent is the correct rounding up to the next binade).
+    a += 0xfffu + ((a >> 13) & 1u);
+    a &= ~0x1fffu;
+    std::memcpy(&r, &a, 4);
+  }
+  return sign ? -r : r;
+}
+
+void round_to_half(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = round_to_half(x[i]);
 }
 
 AugmentBox augment_box(const InputSpec& in, bool train, uint64_t seed, uint64_t step, int b) {

@@ -2,6 +2,7 @@
 // as specified in common/model.h (augment, /255, normalise, bilinear resize with half-pixel
 // centres). The CUDA preprocessing kernel is compared against this.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "common/config.h"
@@ -20,6 +21,12 @@ void preprocess(const uint8_t* img, int B, const InputSpec& in, const Config& c,
 // x1 = min(x0 + 1, sw - 1), likewise in y. Identity when the sizes are equal.
 template <class T>
 void resize_bilinear(const T* src, int sh, int sw, T* dst, int dh, int dw);
+
+// x rounded to the nearest IEEE binary16 value (round-to-nearest-even, as __float2half_rn;
+// beyond the half range +-inf; NaN stays NaN), returned as float. The FP16 model input
+// (ModelOptions::fp16_input) is the float preprocessing output rounded by this.
+float round_to_half(float x);
+void round_to_half(float* x, size_t n);  // in place
 
 // The crop / flip decisions of one image, for tests and for the CUDA kernel's comparison.
 struct AugmentBox {

@@ -240,6 +240,8 @@ class CpuModel : public Model {
                   std::to_string(o_.max_batch) + " (the model's max batch)");
     if (!labels) throw Error("Model::forward needs labels (use infer() without them)");
     preprocess(images, B, o_.input, c_, train, o_.seed, step, x_.data());
+    if (uses_fp16_input(c_, o_))  // stored as the CUDA model stores it (common/model.h)
+      round_to_half(x_.data(), (size_t)B * c_.channels * c_.image_size * c_.image_size);
     last_loss_ = ref_.forward(x_.data(), labels, B, train, step, params_.data());
     const int K = c_.classes;
     const float* z = ref_.logits();
@@ -259,6 +261,9 @@ class CpuModel : public Model {
   void backward() override {
     if (!have_forward_) throw Error("Model::backward called before forward");
     ref_.backward(params_.data(), grads_.data());
+    // Frozen backbone: its gradients stay 0 (the CUDA model stops its backward at the head), so
+    // the gradient norm is the trained tensors' alone on both devices.
+    std::fill(grads_.begin(), grads_.begin() + first_trained_offset(ref_.layout(), o_), 0.0f);
   }
 
   void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
@@ -267,9 +272,11 @@ class CpuModel : public Model {
     const double norm = global_grad_norm(grads_.data(), grads_.size(), grad_scale);
     last_norm_ = (float)norm;
     const float coef = clip_coefficient(norm, opt.clip_grad);
+    const size_t first = first_trained_offset(ref_.layout(), o_);
     for (const ParamTensor& pt : ref_.layout().tensors)
-      adam_update(params_.data() + pt.offset, grads_.data() + pt.offset, m_.data() + pt.offset,
-                  v_.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
+      if (pt.offset >= first)
+        adam_update(params_.data() + pt.offset, grads_.data() + pt.offset, m_.data() + pt.offset,
+                    v_.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
   }
   float last_grad_norm() override { return last_norm_; }
 
@@ -288,7 +295,13 @@ class CpuModel : public Model {
     const size_t img = (size_t)c_.channels * c_.image_size * c_.image_size;
     for (int b0 = 0; b0 < B; b0 += o_.max_batch) {
       const int nb = std::min(o_.max_batch, B - b0);
-      ref_.forward(x + b0 * img, nullptr, nb, false, 0, params_.data());
+      const float* xb = x + b0 * img;
+      if (uses_fp16_input(c_, o_)) {  // the input as the CUDA model stores it
+        std::copy(xb, xb + nb * img, x_.begin());
+        round_to_half(x_.data(), nb * img);
+        xb = x_.data();
+      }
+      ref_.forward(xb, nullptr, nb, false, 0, params_.data());
       std::copy(ref_.logits(), ref_.logits() + (size_t)nb * c_.classes,
                 logits + (size_t)b0 * c_.classes);
     }

@@ -53,6 +53,7 @@ size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 // Shapes of one model instance; B is the planned (maximum) batch.
 struct Dims {
   int B, T, C, M, NH, L, K, R, S, N, P, Cin, p;
+  bool x16;  // the model input is stored in FP16 (uses_fp16_input)
   size_t BT() const { return (size_t)B * T; }
   size_t BTC() const { return BT() * C; }
   size_t BTM() const { return BT() * M; }
@@ -73,6 +74,7 @@ Dims dims_of(const Config& c, const ModelOptions& o, int B) {
   d.P = c.patch_dim();
   d.Cin = c.channels;
   d.p = c.patch_size;
+  d.x16 = uses_fp16_input(c, o);
   return d;
 }
 
@@ -97,7 +99,8 @@ size_t scratch_floats(const Dims& d, size_t param_total) {
 struct Activations {
   uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream)
   int32_t* label[2];  // (B)
-  float* x;           // (B, Cin, R, R) normalised model input
+  float* x;           // (B, Cin, R, R) normalised model input (FP32 input; else nullptr)
+  __half* x16;        // (B, Cin, R, R) the same in FP16 (Dims::x16; else nullptr)
   float* cols;        // (B*N, P) im2col of x, saved for the patch-embedding weight gradient
   float* res;         // (L+1, B, T, C) residual stream entering layer l; res[L] leaves the encoder
   float* ln1;         // (L, B, T, C) LN1 output
@@ -144,7 +147,14 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
     f(s ? "img1" : "img0", (void**)&a.img[s], img);
     f(s ? "label1" : "label0", (void**)&a.label[s], (size_t)d.B * sizeof(int32_t));
   }
-  f("x", (void**)&a.x, (size_t)d.B * d.Cin * d.R * d.R * F4);
+  const size_t x_elems = (size_t)d.B * d.Cin * d.R * d.R;
+  if (d.x16) {
+    a.x = nullptr;
+    f("x16", (void**)&a.x16, x_elems * sizeof(__half));
+  } else {
+    a.x16 = nullptr;
+    f("x", (void**)&a.x, x_elems * F4);
+  }
   f("cols", (void**)&a.cols, (size_t)d.B * d.N * d.P * F4);
   f("res", (void**)&a.res, (L + 1) * d.BTC() * F4);
   f("ln1", (void**)&a.ln1, L * d.BTC() * F4);
@@ -217,11 +227,7 @@ class CudaModel final : public Model {
     // Refuse up front, in one line, when the plan cannot fit (cudaMalloc would fail halfway).
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && plan_.total_bytes() > free_b)
-      throw Error("the model needs " + human_bytes(plan_.total_bytes()) + " of GPU memory (" +
-                  human_bytes(plan_.param_bytes) + " parameters+gradients+Adam, " +
-                  human_bytes(plan_.activation_bytes) + " activations for batch " +
-                  std::to_string(o.max_batch) + ") but only " + human_bytes(free_b) +
-                  " is free: lower --batch-size (or use --accum-steps)");
+      throw Error(out_of_memory_message(plan_, free_b));
     cudaGetLastError();  // cudaMemGetInfo's failure (if any) is not this model's error
 
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -262,10 +268,13 @@ class CudaModel final : public Model {
       CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
     }
 
-    // Tensor spans for the optimizer's weight-decay flags: uploaded once.
+    // Tensor spans for the optimizer's weight-decay flags: uploaded once. A frozen backbone's
+    // tensors get no span, so adam_update leaves them (and their moments) untouched.
     std::vector<TensorSpan> spans;
+    const size_t first_trained = first_trained_offset(layout_, o);
     for (const ParamTensor& t : layout_.tensors)
-      spans.push_back(TensorSpan{(uint64_t)t.offset, (uint64_t)t.numel, t.decay ? 1 : 0});
+      if (t.offset >= first_trained)
+        spans.push_back(TensorSpan{(uint64_t)t.offset, (uint64_t)t.numel, t.decay ? 1 : 0});
     nspans_ = (int)spans.size();
     CUDA_CHECK(cudaMemcpyAsync(act_.spans, spans.data(), spans.size() * sizeof(TensorSpan),
                                cudaMemcpyHostToDevice, stream_));
@@ -331,7 +340,10 @@ class CudaModel final : public Model {
     CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
 
-    input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
+    if (dims_.x16)
+      input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x16);
+    else
+      input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
     encoder_forward(B, train, step);
     // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
     // the CPU model, and gives the gradient without dropout.
@@ -380,6 +392,9 @@ class CudaModel final : public Model {
     if (cfg_.final_ln)
       layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
                          a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
+    // Frozen backbone (linear probe): nothing below the head (+ final LN) is trained, so its
+    // gradients are never needed; they stay 0 from zero_grad().
+    if (opt_.freeze_backbone) return;
 
     for (int l = d.L - 1; l >= 0; --l) {
       const ParamLayout::Block& b = P.blocks[l];
@@ -463,8 +478,17 @@ class CudaModel final : public Model {
     const size_t per_image = (size_t)dims_.Cin * dims_.R * dims_.R;
     for (int b0 = 0; b0 < B; b0 += dims_.B) {
       const int nb = std::min(dims_.B, B - b0);
-      CUDA_CHECK(cudaMemcpyAsync(act_.x, x + b0 * per_image, nb * per_image * sizeof(float),
-                                 cudaMemcpyHostToDevice, stream_));
+      if (dims_.x16) {
+        // FP16 input: rounded on the host (as the CPU model rounds it), half the bytes to copy.
+        std::vector<__half> h(nb * per_image);
+        for (size_t i = 0; i < h.size(); ++i) h[i] = __float2half_rn(x[b0 * per_image + i]);
+        CUDA_CHECK(cudaMemcpyAsync(act_.x16, h.data(), h.size() * sizeof(__half),
+                                   cudaMemcpyHostToDevice, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));  // h is freed at the end of the iteration
+      } else {
+        CUDA_CHECK(cudaMemcpyAsync(act_.x, x + b0 * per_image, nb * per_image * sizeof(float),
+                                   cudaMemcpyHostToDevice, stream_));
+      }
       encoder_forward(nb, /*train=*/false, 0);
       CUDA_CHECK(cudaMemcpyAsync(logits + (size_t)b0 * dims_.K, act_.logits,
                                  (size_t)nb * dims_.K * sizeof(float), cudaMemcpyDeviceToHost,
@@ -489,8 +513,12 @@ class CudaModel final : public Model {
     const float* w = params_;
     Activations& a = act_;
 
-    patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls, w + P.pos,
-                        a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
+    if (d.x16)
+      patch_embed_forward(cublas_, stream_, a.x16, w + P.patch_w, w + P.patch_b, w + P.cls,
+                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
+    else
+      patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
+                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
     if (p_hidden > 0.0f)  // in place; with p = 0 it would be a copy onto itself
       dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
                       step);
@@ -641,13 +669,25 @@ class CudaModel final : public Model {
 }  // namespace
 
 std::string CudaMemoryPlan::describe() const {
-  char buf[256];
+  const size_t one = param_floats * sizeof(float);  // each of the four flat buffers
+  char buf[384];
   snprintf(buf, sizeof buf,
-           "GPU memory: %s parameters+gradients+Adam (%zu floats each), %s activations "
-           "(batch %d), %s in all (+ cuBLAS workspace)",
-           human_bytes(param_bytes).c_str(), param_floats, human_bytes(activation_bytes).c_str(),
-           max_batch, human_bytes(total_bytes()).c_str());
+           "GPU memory plan: parameters %s + gradients %s + Adam m,v %s (%zu floats each) + "
+           "activations %s (batch %d, %s input %s) = %s (+ cuBLAS workspace)",
+           human_bytes(one).c_str(), human_bytes(one).c_str(), human_bytes(2 * one).c_str(),
+           param_floats, human_bytes(activation_bytes).c_str(), max_batch,
+           fp16_input ? "FP16" : "FP32", human_bytes(input_bytes).c_str(),
+           human_bytes(total_bytes()).c_str());
   return buf;
+}
+
+std::string out_of_memory_message(const CudaMemoryPlan& p, size_t free_bytes) {
+  return "the model needs " + human_bytes(p.total_bytes()) + " of GPU memory (" +
+         human_bytes(p.param_bytes) + " parameters+gradients+Adam, " +
+         human_bytes(p.activation_bytes) + " activations for a micro-batch of " +
+         std::to_string(p.max_batch) + ") but only " + human_bytes(free_bytes) +
+         " is free: lower --batch-size, or raise --accum-steps to keep the batch size (the "
+         "activations scale with --batch-size / --accum-steps)";
 }
 
 CudaMemoryPlan cuda_memory_plan(const Config& c, const ModelOptions& o) {
@@ -656,6 +696,8 @@ CudaMemoryPlan cuda_memory_plan(const Config& c, const ModelOptions& o) {
   const Dims d = dims_of(c, o, o.max_batch);
   CudaMemoryPlan p;
   p.max_batch = o.max_batch;
+  p.fp16_input = d.x16;
+  p.input_bytes = (size_t)d.B * d.Cin * d.R * d.R * (d.x16 ? sizeof(__half) : sizeof(float));
   p.param_floats = layout.total;
   p.param_bytes = 4 * layout.total * sizeof(float);
   p.activation_bytes =

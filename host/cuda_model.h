@@ -28,12 +28,19 @@ struct CudaMemoryPlan {
   size_t param_bytes = 0;       // parameters + gradients + Adam m + Adam v (4 buffers)
   size_t activation_bytes = 0;  // the activation arena (inputs, saved activations, their
                                 // gradients, kernel scratch), 256-byte aligned pieces
+  bool fp16_input = false;      // the model input is stored in FP16 (uses_fp16_input)
+  size_t input_bytes = 0;       // of which the model input (B, 3, R, R) takes this much
   size_t total_bytes() const { return param_bytes + activation_bytes; }
   // One line for the training log, e.g.
-  // "GPU memory: 19.4 MiB parameters+gradients+Adam (1.2M params), 1.05 GiB activations
-  //  (batch 64), 1.07 GiB in all (+ cuBLAS workspace)".
+  // "GPU memory plan: parameters 327.3 MiB + gradients 327.3 MiB + Adam m,v 654.7 MiB
+  //  (85806348 floats each) + activations 3.82 GiB (batch 32, FP16 input 9.2 MiB) =
+  //  5.10 GiB (+ cuBLAS workspace)" (vit-b16 at 224, 10 classes).
   std::string describe() const;
 };
+
+// The one-line error when the plan does not fit in `free_bytes` of device memory: what was
+// asked (split), what is free, and which flags to change.
+std::string out_of_memory_message(const CudaMemoryPlan& p, size_t free_bytes);
 
 // The device memory make_cuda_model(c, o) will allocate. Pure host arithmetic.
 // Throws vit::Error when the config is invalid or o.max_batch < 1.

@@ -57,6 +57,7 @@ std::map<std::string, std::string> TrainOptions::to_map() const {
   m["augment"] = augment;
   m["seed"] = std::to_string(seed);
   m["tf32"] = tf32 ? "true" : "false";
+  m["freeze_backbone"] = freeze_backbone ? "true" : "false";
   m["max_steps"] = std::to_string(max_steps);
   m["log_every"] = std::to_string(log_every);
   return m;
@@ -94,6 +95,7 @@ void TrainOptions::set(const std::string& key, const std::string& v) {
     seed = (uint64_t)s;
   }
   else if (key == "tf32") tf32 = cli::parse_bool(flag, v);
+  else if (key == "freeze_backbone") freeze_backbone = cli::parse_bool(flag, v);
   else if (key == "max_steps") { max_steps = cli::parse_int64(flag, v); non_negative((double)max_steps); }
   else if (key == "log_every") { log_every = cli::parse_int(flag, v); non_negative(log_every); }
   else throw Error("unknown training option '" + key + "'");
@@ -351,7 +353,7 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     opt("device", "cuda|cpu", "where to train (default cuda; cpu = the reference model, slow)");
     opt("data", "DIR", "CIFAR-10 binary directory (default data/cifar-10-batches-bin; fetched when missing)");
     opt("epochs", "N", "epochs to train (default 50)");
-    opt("batch-size", "N", "images per optimizer step (default 64)");
+    opt("batch-size", "N", "images per optimizer step (default 64; 32 with --preset vit-b16)");
     opt("accum-steps", "N", "split each batch into N micro-batches (gradient accumulation; default 1)");
     opt("lr", "X", "peak learning rate (default 1e-4)");
     opt("optimizer", "adam|adamw", "default adam (weight decay as L2); adamw decouples it");
@@ -366,6 +368,9 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     opt("log-every", "N", "steps between log lines when not on a terminal (0 = ~10 per epoch)");
     p.boolean("tf32", "TF32 tensor-core GEMMs on the GPU (default on; --no-tf32 for full FP32)",
               [&given](bool b) { given["tf32"] = b ? "true" : "false"; });
+    p.flag("freeze-backbone",
+           "linear probe: train only the head (and the final LayerNorm); the rest keeps its weights",
+           [&given] { given["freeze_backbone"] = "true"; });
     p.section("Output and checkpoints");
     p.value("out", "DIR", "output directory (default runs/<preset>-<time>; with --resume: the checkpoint's)",
             [&](const std::string& v) { r.out = v; });
@@ -418,6 +423,8 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
       r.cfg = mf.config("basic");
       r.preset = mf.preset_name.empty() ? "basic" : mf.preset_name;
     }
+    // The reference fine-tuned vit-b16 with batch 32 (it cannot hold 64 at 224 on most GPUs).
+    if (r.resume.empty() && mf.preset_name == "vit-b16") r.opt.batch_size = 32;
     for (auto& [k, v] : given) {
       std::string key = k;
       for (char& ch : key) if (ch == '-') ch = '_';
@@ -457,6 +464,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   mo.input.augment = parse_augment(o.augment);
   mo.max_batch = micro;
   mo.tf32 = o.tf32;
+  mo.freeze_backbone = o.freeze_backbone;
   std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks);
   const ParamLayout& layout = model->layout();
   std::vector<float> params(layout.total, 0.0f);
@@ -531,6 +539,13 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
          (long long)test.size(), (long long)spe, o.batch_size,
          o.accum_steps > 1 ? (" (" + std::to_string(o.accum_steps) + " micro-batches)").c_str() : "",
          r.out.c_str());
+  if (o.freeze_backbone) {
+    size_t trained = 0;
+    for (const ParamTensor& t : layout.tensors)
+      if (t.offset >= first_trained_offset(layout, mo)) trained += t.numel;
+    printf("--freeze-backbone: training %zu of %zu parameters (%s)\n", trained, layout.count(),
+           cfg.final_ln ? "final LayerNorm and head" : "head");
+  }
   if (!r.resume.empty())
     printf("resuming from %s at epoch %lld, batch %lld (step %lld)\n", r.resume.c_str(),
            (long long)st.epoch + 1, (long long)st.batch, (long long)st.step);

@@ -23,7 +23,8 @@
 namespace vit {
 
 // The training flags (the model flags are common/cli.h's). Defaults reproduce the reference's
-// basic.py run: Adam, lr 1e-4, batch 64, 50 epochs, no augmentation.
+// basic.py run: Adam, lr 1e-4, batch 64, 50 epochs, no augmentation; with --preset vit-b16 the
+// batch defaults to 32 (the reference's vit-b16 fine-tuning: Adam, lr 1e-4, batch 32).
 struct TrainOptions {
   std::string device = "cuda";                   // cuda | cpu
   std::string data = "data/cifar-10-batches-bin";
@@ -40,6 +41,7 @@ struct TrainOptions {
   std::string augment = "none";                  // none | flip | crop-flip | rrc-flip
   uint64_t seed = 42;
   bool tf32 = true;
+  bool freeze_backbone = false;                  // linear probe: train only head (+ final LN)
   int64_t max_steps = 0;                         // stop (and save) after this many steps; 0 = off
   int log_every = 0;                             // steps between plain log lines; 0 = ~10/epoch
 

@@ -7,12 +7,18 @@
 #include "common/error.h"
 #include "common/model.h"
 #include "common/predict.h"
+#include "kernels/common.cuh"
 
 static std::unique_ptr<vit::Model> make_model(const std::string& device, const vit::Config& c,
                                               const vit::ModelOptions& o) {
   if (device == "cpu") return vit::make_cpu_model(c, o);
-  // --device cuda: becomes `return vit::make_cuda_model(c, o);` once host/cuda_model.cu exists.
-  throw vit::Error("--device cuda: the CUDA model is not built yet; use --device cpu");
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0)
+    throw vit::Error(std::string("--device cuda: no usable CUDA GPU (") +
+                     (e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device") +
+                     "): use --device cpu");
+  return vit::make_cuda_model(c, o);
 }
 
 int main(int argc, char** argv) {

@@ -2,7 +2,7 @@
 // augmentation included, one launch per batch.
 //
 //   img (B, Ch, S, S) uint8 planar (CIFAR-10 records without the label byte), S = in.src_size
-//   out (B, Ch, R, R) float (=), R = c.image_size
+//   out (B, Ch, R, R) float or __half (=), R = c.image_size
 // Per image b (common/model.h has the exact text; vit::ref::preprocess / augment_box are the
 // reference): a box in source coordinates — the whole image (eval, None, Flip), an S x S window
 // shifted into the zero padding (CropFlip), or a random-resized-crop w x h box (RrcFlip) — read
@@ -10,6 +10,10 @@
 // pixel centres, PyTorch align_corners=False) to R x R when the box is not already R x R.
 // The draws u_k = philox_uniform(seed, SITE_AUGMENT, step, b*8 + k) are the reference's.
 // resize_bilinear: the same interpolation on float planes (planes, sh, sw) -> (planes, dh, dw).
+// FP16 output (the vit-b16 path: 32 -> 224 makes the model input 49x the uint8 batch): every
+// value is computed in float exactly as for float output, then rounded once to the nearest half
+// (__float2half_rn) on the store. So the FP16 output is the float output rounded — the CPU
+// reference rounds its float output the same way (vit::ref::round_to_half).
 //
 // Design: grid (pixel tiles, channel, image): every block works on one image, so thread 0
 // derives that image's box once (Philox draws, and for RrcFlip exp/log/sqrt in double, as the
@@ -105,8 +109,14 @@ static __device__ __forceinline__ float bilinear_sample(const Fetch& at, int y, 
          ty.l * (hx * at(ty.i1, tx.i0) + tx.l * at(ty.i1, tx.i1));
 }
 
+// The one store of a float result into the output type: exact for float, round-to-nearest-even
+// for __half.
+static __device__ __forceinline__ void input_store(float* p, float v) { *p = v; }
+static __device__ __forceinline__ void input_store(__half* p, float v) { *p = __float2half_rn(v); }
+
+template <class OutT>
 static __global__ void input_forward_kernel(const uint8_t* __restrict__ img,
-                                            float* __restrict__ out, InputKernelArgs a) {
+                                            OutT* __restrict__ out, InputKernelArgs a) {
   __shared__ InputBox s_box;
   const int b = blockIdx.z, ch = blockIdx.y;
   if (threadIdx.x == 0) s_box = input_box(a, b);
@@ -125,38 +135,51 @@ static __global__ void input_forward_kernel(const uint8_t* __restrict__ img,
     auto at = [&](int yy, int xx) { return input_box_pixel(plane, box, S, yy, xx, mean, sd); };
     v = bilinear_sample(at, y, x, box.h, box.w, R, R);
   }
-  out[(((size_t)b * a.Ch + ch) * R + y) * R + x] = v;
+  input_store(&out[(((size_t)b * a.Ch + ch) * R + y) * R + x], v);
 }
 
 // dst (planes, dh, dw) = bilinear resize of src (planes, sh, sw): a thread per output pixel.
+template <class OutT>
 static __global__ void resize_bilinear_kernel(const float* __restrict__ src, int planes, int sh,
-                                              int sw, float* __restrict__ dst, int dh, int dw) {
+                                              int sw, OutT* __restrict__ dst, int dh, int dw) {
   const size_t total = (size_t)planes * dh * dw;
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
        idx += (size_t)gridDim.x * blockDim.x) {
     const int x = (int)(idx % dw), y = (int)((idx / dw) % dh);
     const float* plane = src + (idx / ((size_t)dh * dw)) * sh * sw;
     auto at = [&](int yy, int xx) { return plane[(size_t)yy * sw + xx]; };
-    dst[idx] = (sh == dh && sw == dw) ? at(y, x) : bilinear_sample(at, y, x, sh, sw, dh, dw);
+    input_store(&dst[idx],
+                (sh == dh && sw == dw) ? at(y, x) : bilinear_sample(at, y, x, sh, sw, dh, dw));
   }
 }
 
 // dst (planes, dh, dw) = vit::ref::resize_bilinear of each plane of src (planes, sh, sw) (=).
 // The same interpolation as input_forward; for float images (vit_predict) and the PyTorch
-// fixture test.
-inline void resize_bilinear(cudaStream_t st, const float* src, int planes, int sh, int sw,
-                            float* dst, int dh, int dw) {
+// fixture test. OutT = float, or __half (each value rounded once from the float result).
+template <class OutT>
+inline void resize_bilinear_to(cudaStream_t st, const float* src, int planes, int sh, int sw,
+                               OutT* dst, int dh, int dw) {
   if (planes <= 0) return;
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1) throw Error("resize_bilinear: sizes must be positive");
   const size_t total = (size_t)planes * dh * dw;
   const unsigned grid = (unsigned)std::min<size_t>((total + 255) / 256, 65536);
-  LAUNCH(resize_bilinear_kernel, grid, 256, 0, st, src, planes, sh, sw, dst, dh, dw);
+  LAUNCH(resize_bilinear_kernel<OutT>, grid, 256, 0, st, src, planes, sh, sw, dst, dh, dw);
+}
+inline void resize_bilinear(cudaStream_t st, const float* src, int planes, int sh, int sw,
+                            float* dst, int dh, int dw) {
+  resize_bilinear_to(st, src, planes, sh, sw, dst, dh, dw);
+}
+inline void resize_bilinear(cudaStream_t st, const float* src, int planes, int sh, int sw,
+                            __half* dst, int dh, int dw) {
+  resize_bilinear_to(st, src, planes, sh, sw, dst, dh, dw);
 }
 
 // out (B, c.channels, R, R) = preprocess(img), R = c.image_size. img (B, c.channels, S, S) uint8,
 // S = in.src_size, device memory. train=false: no augmentation (scale, normalise, resize only).
-inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
-                          const Config& c, bool train, uint64_t seed, uint64_t step, float* out) {
+// OutT = float, or __half: the float result rounded once (= vit::ref::round_to_half of it).
+template <class OutT>
+inline void input_forward_to(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
+                             const Config& c, bool train, uint64_t seed, uint64_t step, OutT* out) {
   if (B <= 0) return;
   if (c.channels < 1 || c.channels > 3)
     throw Error("input_forward: " + std::to_string(c.channels) + " channels: 1 to 3 supported");
@@ -181,7 +204,16 @@ inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const Inpu
   }
   const int threads = 256;
   const dim3 grid(ceil_div((size_t)a.R * a.R, threads), a.Ch, B);
-  LAUNCH(input_forward_kernel, grid, threads, 0, st, img, out, a);
+  LAUNCH(input_forward_kernel<OutT>, grid, threads, 0, st, img, out, a);
+}
+
+inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
+                          const Config& c, bool train, uint64_t seed, uint64_t step, float* out) {
+  input_forward_to(st, img, B, in, c, train, seed, step, out);
+}
+inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
+                          const Config& c, bool train, uint64_t seed, uint64_t step, __half* out) {
+  input_forward_to(st, img, B, in, c, train, seed, step, out);
 }
 
 }  // namespace vit

@@ -1,7 +1,8 @@
 // kernels/patch_embed.cuh — patch embedding (stride-p Conv2d as a GEMM) + CLS token + position
 // embeddings, forward and backward.
 //
-//   x (B, Cin, H, H) images; G = H / p patches per side, N = G*G, T = N + 1, K = Cin*p*p.
+//   x (B, Cin, H, H) images, float or __half (the FP16 input of the vit-b16 resize path);
+//                   G = H / p patches per side, N = G*G, T = N + 1, K = Cin*p*p.
 //   cols (B*N, K) = im2col(x): row b*N + n is patch n = gy*G + gx (row-major grid order), its
 //                   pixels flattened in (c, ky, kx) order — the Conv2d weight's order. (=, kept
 //                   for the backward's dw)
@@ -9,6 +10,9 @@
 //   backward: dw (C, K) += dout_patches^T cols, db (C) += sum_{b,n} dout[b, 1+n],
 //             dcls (C) += sum_b dout[b, 0], dpos (T, C) += sum_b dout[b, :]. No dx: the
 //             images are not trained.
+//
+// FP16 input: only im2col reads x, converting each element to float as it gathers it; cols and
+// everything after stay float, so FP16 input costs no precision beyond the input's own rounding.
 //
 // Design: the projection is one strided-batched GEMM whose output stride per image is T*C, so
 // it writes the patch rows straight into (B, T, C) around the CLS rows (no copy); a small
@@ -20,6 +24,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "kernels/common.cuh"
@@ -27,8 +32,12 @@
 
 namespace vit {
 
+static __device__ __forceinline__ float im2col_load(float v) { return v; }
+static __device__ __forceinline__ float im2col_load(__half v) { return __half2float(v); }
+
 // cols (B*N, K) = im2col(x). A thread per element of cols: writes coalesced, reads p-long runs.
-static __global__ void im2col_kernel(const floatX* __restrict__ x, floatX* __restrict__ cols,
+template <class XT>
+static __global__ void im2col_kernel(const XT* __restrict__ x, floatX* __restrict__ cols,
                                      int B, int Cin, int H, int p) {
   const int G = H / p, N = G * G, K = Cin * p * p;
   const size_t total = (size_t)B * N * K;
@@ -39,7 +48,7 @@ static __global__ void im2col_kernel(const floatX* __restrict__ x, floatX* __res
     const int n = (int)(row % N), b = (int)(row / N);
     const int c = k / (p * p), ky = (k / p) % p, kx = k % p;
     const int yy = (n / G) * p + ky, xx = (n % G) * p + kx;
-    cols[idx] = x[(((size_t)b * Cin + c) * H + yy) * H + xx];
+    cols[idx] = im2col_load(x[(((size_t)b * Cin + c) * H + yy) * H + xx]);
   }
 }
 
@@ -104,14 +113,15 @@ inline size_t patch_embed_scratch_floats(int B, int Cin, int H, int p, int C) {
   return (size_t)B * N * C + T * C;  // gathered dout patch rows (B*N, C) + per-position sums (T, C)
 }
 
-// cols (B*N, Cin*p*p) =, out (B, T, C) =.
-inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const float* x, const float* w,
+// cols (B*N, Cin*p*p) =, out (B, T, C) =. XT: float or __half images.
+template <class XT>
+inline void patch_embed_forward_from(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
                                 const float* b, const float* cls, const float* pos, float* cols,
                                 float* out, int B, int Cin, int H, int p, int C) {
   patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
   if (B == 0) return;
   const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
-  LAUNCH(im2col_kernel, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
+  LAUNCH(im2col_kernel<XT>, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
          H, p);
   const float one = 1.0f, zero = 0.0f;
   CUBLAS_CHECK(cublasSetStream(h, st));
@@ -123,6 +133,20 @@ inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const float* 
                                          (long long)T * C, B));
   LAUNCH(patch_embed_epilogue_kernel, grid_stride_blocks((size_t)B * T * C, 256), 256, 0, st,
          out, b, cls, pos, B, T, C);
+}
+
+inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const float* x, const float* w,
+                                const float* b, const float* cls, const float* pos, float* cols,
+                                float* out, int B, int Cin, int H, int p, int C) {
+  patch_embed_forward_from(h, st, x, w, b, cls, pos, cols, out, B, Cin, H, p, C);
+}
+// FP16 images. A template that only __half matches (rather than a plain overload), so that a
+// literal nullptr for x still picks the float overload above.
+template <class XT, typename std::enable_if<std::is_same<XT, __half>::value, int>::type = 0>
+inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
+                                const float* b, const float* cls, const float* pos, float* cols,
+                                float* out, int B, int Cin, int H, int p, int C) {
+  patch_embed_forward_from(h, st, x, w, b, cls, pos, cols, out, B, Cin, H, p, C);
 }
 
 // dw (C, K) +=, db (C) +=, dcls (C) +=, dpos (T, C) +=.

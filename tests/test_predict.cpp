@@ -97,6 +97,7 @@ std::vector<double> softmax_of_infer(const vit::Config& c, const std::vector<flo
                                      const std::vector<float>& x) {
   vit::ModelOptions o;
   o.max_batch = 1;
+  o.fp16_input = vit::Fp16Input::Off;  // as predict_main: the float input is not rounded to half
   auto m = vit::make_cpu_model(c, o);
   m->set_params(params.data());
   std::vector<float> logits(c.classes);
