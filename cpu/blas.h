@@ -1,7 +1,9 @@
 // cpu/blas.h — row-major GEMM for the reference model, float or double, through CBLAS
 // (OpenBLAS). C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C; op = transpose when the flag
 // is set. Leading dimensions are in elements of the stored (untransposed) row-major matrix.
-// Call it outside OpenMP parallel regions: OpenBLAS threads the call itself.
+// OpenBLAS threads large calls itself; the small per-(b, h) calls of cpu/attention.cpp run on the
+// calling thread (OpenBLAS goes single-threaded below ~256K multiply-adds) and may come from
+// inside an OpenMP loop.
 #pragma once
 #include <cblas.h>
 

@@ -51,6 +51,7 @@ void RefModel<T>::ensure(int B) {
   sized(mid_, L, BT * C);
   sized(fc1_, L, BT * M);
   gelu_.resize(BT * M);
+  gslope_.resize(BT * M);
   cls_.resize((size_t)B * C);
   clsn_.resize((size_t)B * C);
   lnf_mean_.resize(B);
@@ -74,6 +75,13 @@ template <class T>
 static void add_inplace(T* a, const T* b, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (size_t i = 0; i < n; ++i) a[i] += b[i];
+}
+
+// a *= b, n elements
+template <class T>
+static void mul_inplace(T* a, const T* b, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (size_t i = 0; i < n; ++i) a[i] *= b[i];
 }
 
 template <class T>
@@ -170,10 +178,11 @@ void RefModel<T>::backward(const T* P, T* G, T* dx) {
     const ParamLayout::Block& pb = l_.blocks[l];
     // res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid)))))
     dropout_backward(dres, dtmp, n, ph, seed_, layer_site(l, 2), step);
-    gelu_forward(fc1_[l].data(), gelu_.data(), (size_t)BT * M, c_.gelu);
+    // GELU output (for fc2's weight gradient) and slope recomputed from fc1 in one pass
+    gelu_forward_slope(fc1_[l].data(), gelu_.data(), gslope_.data(), (size_t)BT * M, c_.gelu);
     linear_backward(dtmp, gelu_.data(), P + pb.fc2_w, dmlp_.data(), G + pb.fc2_w, G + pb.fc2_b,
                     BT, M, C);
-    gelu_backward(dmlp_.data(), fc1_[l].data(), dmlp_.data(), (size_t)BT * M, c_.gelu);
+    mul_inplace(dmlp_.data(), gslope_.data(), (size_t)BT * M);
     linear_backward(dmlp_.data(), ln2_[l].data(), P + pb.fc1_w, dtmp, G + pb.fc1_w,
                     G + pb.fc1_b, BT, C, M);
     layernorm_backward(dtmp, mid_[l].data(), P + pb.ln2_w, ln2_mean_[l].data(),
