@@ -1,8 +1,12 @@
 #include "cpu/model.h"
 #include "cpu/scratch.h"
 
+#include <omp.h>
+
 #include <algorithm>
+
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -19,6 +23,28 @@
 #include "cpu/patch_embed.h"
 
 namespace vit::ref {
+
+// Threads for the next step: OMP_NUM_THREADS (or the CPU count) at most, fewer when other work
+// keeps the CPUs busy. On a 2-core machine shared with other jobs, a fixed 2 threads spent most
+// of a step spinning at barriers for a descheduled thread: 5-10x slower than one thread.
+// "Other work" is the 1-minute load average minus the threads this process ran with (they count
+// in it too); libgomp's own OMP_DYNAMIC uses the 15-minute average, which lags by many minutes
+// and halves the speed long after the machine has become free. The model's results do not
+// depend on the thread count (every reduction is split by the data, see cpu/blas.h), so this
+// changes speed only. OMP_DYNAMIC set in the environment turns this off (the user decides).
+static void pick_threads() {
+  static const int cap = omp_get_max_threads();
+  static const bool user_decides = std::getenv("OMP_DYNAMIC") != nullptr;
+  static int used = cap;
+  if (cap <= 1 || user_decides) return;
+  double load;
+  if (getloadavg(&load, 1) != 1) return;
+  const double others = load - used;
+  int nt = omp_get_num_procs() - (int)(others + 0.5);
+  nt = nt < 1 ? 1 : nt > cap ? cap : nt;
+  if (nt != used) omp_set_num_threads(nt);
+  used = nt;
+}
 
 template <class T>
 RefModel<T>::RefModel(const Config& c, int max_batch, uint64_t seed, float label_smoothing)
@@ -88,6 +114,7 @@ template <class T>
 T RefModel<T>::forward(const T* x, const int32_t* labels, int B, bool train, uint64_t step,
                        const T* P) {
   ensure(B);
+  pick_threads();
   B_ = B;
   train_ = train;
   step_ = step;
