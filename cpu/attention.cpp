@@ -2,61 +2,68 @@
 
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 
+#include "cpu/blas.h"
 #include "cpu/dropout.h"
+#include "cpu/fastmath.h"
 #include "cpu/scratch.h"
 
+// Each (b, h) pair is four (forward) or five (backward) small GEMMs through BLAS on strided
+// views of qkv (row stride 3C) plus row-wise softmax work on its (T, T) block. Per (b, h):
+//   forward:  S = scale Q K^T;  P = softmax(S) (saved);  Pd = P * mask;  O = Pd V
+//   backward: Pd = P * mask;  dV = Pd^T dO;  dPd = dO V^T;  dP = dPd * mask;
+//             dS = scale P (dP - rowsum(dP P));  dQ = dS K;  dK = dS^T Q
+// The dropout mask of a (b, h) block is one run of T*T consecutive flat indices
+// ((b*NH + h)*T + i)*T + j, drawn at once.
+
 namespace vit::ref {
+
+namespace {
+
+// row (n) = exp(row - max(row)) / sum, in place. The exps are vectorized for float (exp_fast on
+// 4 lanes); the sum stays a sequential left-to-right sum in T.
+template <class T>
+void softmax_row(T* row, int n) {
+  T mx = -INFINITY;
+  for (int j = 0; j < n; ++j) mx = row[j] > mx ? row[j] : mx;
+  int j0 = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j0 + 4 <= n; j0 += 4) store4(row + j0, exp_fast(load4(row + j0) - mx));
+  }
+  for (int j = j0; j < n; ++j) row[j] = exp_fast(row[j] - mx);
+  T sum = 0;
+  for (int j = 0; j < n; ++j) sum += row[j];
+  const T inv = T(1) / sum;
+  for (int j = 0; j < n; ++j) row[j] *= inv;
+}
+
+}  // namespace
 
 template <class T>
 void attention_forward(const T* qkv, T* out, T* probs, int B, int Tn, int C, int NH, float p_drop,
                        uint64_t seed, uint32_t site, uint64_t step) {
   const int hd = C / NH, C3 = 3 * C;
+  const size_t TT = (size_t)Tn * Tn;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= 16 * kParallelMin)
+#pragma omp parallel for schedule(static) if ((size_t)B * NH * TT * hd >= 16 * kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
-    const T* q = qkv + (size_t)b * Tn * C3 + h * hd;  // row i at q + i*C3
+    const T* q = qkv + (size_t)b * Tn * C3 + h * hd;  // (T, hd), row stride 3C
     const T* k = q + C;
     const T* v = q + 2 * C;
-    T* P = probs + (size_t)bh * Tn * Tn;               // (T, T)
-    T* pd = scratch<T>((size_t)Tn);                    // one dropped row
-    for (int i = 0; i < Tn; ++i) {
-      T* Pi = P + (size_t)i * Tn;
-      const T* qi = q + (size_t)i * C3;
-      T mx = -INFINITY;
-      for (int j = 0; j < Tn; ++j) {
-        const T* kj = k + (size_t)j * C3;
-        T s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int d = 0; d < hd; ++d) s += qi[d] * kj[d];
-        Pi[j] = s * scale;
-        mx = Pi[j] > mx ? Pi[j] : mx;
-      }
-      T sum = 0;
-      for (int j = 0; j < Tn; ++j) {
-        Pi[j] = std::exp(Pi[j] - mx);
-        sum += Pi[j];
-      }
-      const T inv = T(1) / sum;
-      for (int j = 0; j < Tn; ++j) Pi[j] *= inv;
-      const uint64_t base = ((uint64_t)bh * Tn + i) * Tn;
-      if (p_drop == 0.0f) {
-        for (int j = 0; j < Tn; ++j) pd[j] = Pi[j];
-      } else {
-        dropout_mask(seed, site, step, base, Tn, p_drop, keep_scale, pd);
-        for (int j = 0; j < Tn; ++j) pd[j] *= Pi[j];
-      }
-      T* oi = out + ((size_t)b * Tn + i) * C + h * hd;
-      for (int d = 0; d < hd; ++d) oi[d] = 0;
-      for (int j = 0; j < Tn; ++j) {
-        const T* vj = v + (size_t)j * C3;
-        const T pj = pd[j];
-#pragma omp simd
-        for (int d = 0; d < hd; ++d) oi[d] += pj * vj[d];
-      }
+    T* P = probs + (size_t)bh * TT;  // (T, T)
+    gemm(false, true, Tn, Tn, hd, scale, q, C3, k, C3, T(0), P, Tn);
+    for (int i = 0; i < Tn; ++i) softmax_row(P + (size_t)i * Tn, Tn);
+    const T* Pd = P;
+    if (p_drop != 0.0f) {
+      T* pd = scratch<T>(TT);  // (T, T) dropped probabilities
+      dropout_mask(seed, site, step, (uint64_t)bh * TT, TT, p_drop, keep_scale, pd);
+      for (size_t e = 0; e < TT; ++e) pd[e] *= P[e];
+      Pd = pd;
     }
+    gemm(false, false, Tn, hd, Tn, T(1), Pd, Tn, v, C3, T(0), out + (size_t)b * Tn * C + h * hd, C);
   }
 }
 
@@ -64,61 +71,44 @@ template <class T>
 void attention_backward(const T* dout, const T* qkv, const T* probs, T* dqkv, int B, int Tn,
                         int C, int NH, float p_drop, uint64_t seed, uint32_t site, uint64_t step) {
   const int hd = C / NH, C3 = 3 * C;
+  const size_t TT = (size_t)Tn * Tn;
   const T scale = T(1) / std::sqrt((T)hd);
   const T keep_scale = (T)dropout_scale(p_drop);
-#pragma omp parallel for schedule(dynamic) if ((size_t)B * NH * Tn * Tn * hd >= 16 * kParallelMin)
+#pragma omp parallel for schedule(static) if ((size_t)B * NH * TT * hd >= 16 * kParallelMin)
   for (int bh = 0; bh < B * NH; ++bh) {
     const int b = bh / NH, h = bh % NH;
     const size_t row0 = (size_t)b * Tn;
-    const T* q = qkv + row0 * C3 + h * hd;
+    const T* q = qkv + row0 * C3 + h * hd;  // (T, hd) views, row stride 3C
     const T* k = q + C;
     const T* v = q + 2 * C;
     T* dq = dqkv + row0 * C3 + h * hd;
     T* dk = dq + C;
     T* dv = dq + 2 * C;
-    const T* P = probs + (size_t)bh * Tn * Tn;
-    T* dS = scratch<T>((size_t)Tn);  // one row of d(scores)
-    T* pd = scratch<T>((size_t)Tn, 1);
-    for (int i = 0; i < Tn; ++i)
-      for (int d = 0; d < hd; ++d) dq[(size_t)i * C3 + d] = dk[(size_t)i * C3 + d] = dv[(size_t)i * C3 + d] = 0;
-    for (int i = 0; i < Tn; ++i) {
-      const T* Pi = P + (size_t)i * Tn;
-      const T* doi = dout + (row0 + i) * C + h * hd;
-      const uint64_t base = ((uint64_t)bh * Tn + i) * Tn;
-      // mask and scale of row i: dropped = P * m
-      if (p_drop == 0.0f)
-        for (int j = 0; j < Tn; ++j) pd[j] = T(1);
-      else
-        dropout_mask(seed, site, step, base, Tn, p_drop, keep_scale, pd);
-      // dV[j] += dropped[i, j] * dout[i];  d(dropped)[i, j] = dout[i] . v[j];  dP = d(dropped) * m
-      T dot = 0;  // sum_j dP[i, j] P[i, j]
-      for (int j = 0; j < Tn; ++j) {
-        const T* vj = v + (size_t)j * C3;
-        T* dvj = dv + (size_t)j * C3;
-        const T pdj = Pi[j] * pd[j];
-        T s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int d = 0; d < hd; ++d) {
-          s += doi[d] * vj[d];
-          dvj[d] += pdj * doi[d];
-        }
-        dS[j] = s * pd[j];
-        dot += dS[j] * Pi[j];
-      }
-      // softmax backward: dS = P * (dP - sum_j dP P), then the 1/sqrt(hd) scale
-      const T* qi = q + (size_t)i * C3;
-      T* dqi = dq + (size_t)i * C3;
-      for (int j = 0; j < Tn; ++j) {
-        const T g = Pi[j] * (dS[j] - dot) * scale;
-        const T* kj = k + (size_t)j * C3;
-        T* dkj = dk + (size_t)j * C3;
-#pragma omp simd
-        for (int d = 0; d < hd; ++d) {
-          dqi[d] += g * kj[d];
-          dkj[d] += g * qi[d];
-        }
-      }
+    const T* dO = dout + row0 * C + h * hd;  // (T, hd), row stride C
+    const T* P = probs + (size_t)bh * TT;    // (T, T) pre-dropout
+    T* dS = scratch<T>(TT);                  // (T, T) d(dropped probs), then d(scores)
+    const T* Pd = P;
+    T* mask = nullptr;
+    if (p_drop != 0.0f) {
+      mask = scratch<T>(TT, 1);  // (T, T) 0 or 1/(1-p)
+      T* pd = scratch<T>(TT, 2);
+      dropout_mask(seed, site, step, (uint64_t)bh * TT, TT, p_drop, keep_scale, mask);
+      for (size_t e = 0; e < TT; ++e) pd[e] = mask[e] * P[e];
+      Pd = pd;
     }
+    gemm(true, false, Tn, hd, Tn, T(1), Pd, Tn, dO, C, T(0), dv, C3);   // dV = Pd^T dO
+    gemm(false, true, Tn, Tn, hd, T(1), dO, C, v, C3, T(0), dS, Tn);    // dPd = dO V^T
+    for (int i = 0; i < Tn; ++i) {
+      T* r = dS + (size_t)i * Tn;
+      const T* Pi = P + (size_t)i * Tn;
+      if (mask)
+        for (int j = 0; j < Tn; ++j) r[j] *= mask[(size_t)i * Tn + j];
+      T dot = 0;  // sum_j dP[i, j] P[i, j]
+      for (int j = 0; j < Tn; ++j) dot += r[j] * Pi[j];
+      for (int j = 0; j < Tn; ++j) r[j] = Pi[j] * (r[j] - dot) * scale;
+    }
+    gemm(false, false, Tn, hd, Tn, T(1), dS, Tn, k, C3, T(0), dq, C3);  // dQ = dS K
+    gemm(true, false, Tn, hd, Tn, T(1), dS, Tn, q, C3, T(0), dk, C3);   // dK = dS^T Q
   }
 }
 

@@ -5,7 +5,8 @@
 //   probs (B, NH, T, T) = softmax(q k^T / sqrt(hd)) over the last axis, saved BEFORE dropout;
 //   dropout on probs with flat index ((b*NH + h)*T + i)*T + j at `site`;
 //   out (B, T, C) = dropped_probs @ v, heads concatenated along C.
-// One (b, h) pair per OpenMP task; the mask is recomputed in backward from (seed, site, step).
+// One (b, h) pair per OpenMP iteration, its products as small BLAS GEMMs on strided views; the
+// mask is recomputed in backward from (seed, site, step).
 #pragma once
 #include <cstdint>
 

@@ -12,5 +12,9 @@ template <class T>
 void gelu_forward(const T* x, T* y, size_t n, Gelu g);                // y (=)
 template <class T>
 void gelu_backward(const T* dy, const T* x, T* dx, size_t n, Gelu g);  // dx = dy * gelu'(x) (=)
+// y = gelu(x) and slope = gelu'(x) (both =) in one pass: the model's backward needs both (y for
+// fc2's weight gradient, the slope after fc2's input gradient) and recomputes them from fc1.
+template <class T>
+void gelu_forward_slope(const T* x, T* y, T* slope, size_t n, Gelu g);
 
 }  // namespace vit::ref

@@ -1,8 +1,12 @@
 #include "cpu/model.h"
 #include "cpu/scratch.h"
 
+#include <omp.h>
+
 #include <algorithm>
+
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -19,6 +23,28 @@
 #include "cpu/patch_embed.h"
 
 namespace vit::ref {
+
+// Threads for the next step: OMP_NUM_THREADS (or the CPU count) at most, fewer when other work
+// keeps the CPUs busy. On a 2-core machine shared with other jobs, a fixed 2 threads spent most
+// of a step spinning at barriers for a descheduled thread: 5-10x slower than one thread.
+// "Other work" is the 1-minute load average minus the threads this process ran with (they count
+// in it too); libgomp's own OMP_DYNAMIC uses the 15-minute average, which lags by many minutes
+// and halves the speed long after the machine has become free. The model's results do not
+// depend on the thread count (every reduction is split by the data, see cpu/blas.h), so this
+// changes speed only. OMP_DYNAMIC set in the environment turns this off (the user decides).
+static void pick_threads() {
+  static const int cap = omp_get_max_threads();
+  static const bool user_decides = std::getenv("OMP_DYNAMIC") != nullptr;
+  static int used = cap;
+  if (cap <= 1 || user_decides) return;
+  double load;
+  if (getloadavg(&load, 1) != 1) return;
+  const double others = load - used;
+  int nt = omp_get_num_procs() - (int)(others + 0.5);
+  nt = nt < 1 ? 1 : nt > cap ? cap : nt;
+  if (nt != used) omp_set_num_threads(nt);
+  used = nt;
+}
 
 template <class T>
 RefModel<T>::RefModel(const Config& c, int max_batch, uint64_t seed, float label_smoothing)
@@ -51,6 +77,7 @@ void RefModel<T>::ensure(int B) {
   sized(mid_, L, BT * C);
   sized(fc1_, L, BT * M);
   gelu_.resize(BT * M);
+  gslope_.resize(BT * M);
   cls_.resize((size_t)B * C);
   clsn_.resize((size_t)B * C);
   lnf_mean_.resize(B);
@@ -76,10 +103,18 @@ static void add_inplace(T* a, const T* b, size_t n) {
   for (size_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
+// a *= b, n elements
+template <class T>
+static void mul_inplace(T* a, const T* b, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (size_t i = 0; i < n; ++i) a[i] *= b[i];
+}
+
 template <class T>
 T RefModel<T>::forward(const T* x, const int32_t* labels, int B, bool train, uint64_t step,
                        const T* P) {
   ensure(B);
+  pick_threads();
   B_ = B;
   train_ = train;
   step_ = step;
@@ -170,10 +205,11 @@ void RefModel<T>::backward(const T* P, T* G, T* dx) {
     const ParamLayout::Block& pb = l_.blocks[l];
     // res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid)))))
     dropout_backward(dres, dtmp, n, ph, seed_, layer_site(l, 2), step);
-    gelu_forward(fc1_[l].data(), gelu_.data(), (size_t)BT * M, c_.gelu);
+    // GELU output (for fc2's weight gradient) and slope recomputed from fc1 in one pass
+    gelu_forward_slope(fc1_[l].data(), gelu_.data(), gslope_.data(), (size_t)BT * M, c_.gelu);
     linear_backward(dtmp, gelu_.data(), P + pb.fc2_w, dmlp_.data(), G + pb.fc2_w, G + pb.fc2_b,
                     BT, M, C);
-    gelu_backward(dmlp_.data(), fc1_[l].data(), dmlp_.data(), (size_t)BT * M, c_.gelu);
+    mul_inplace(dmlp_.data(), gslope_.data(), (size_t)BT * M);
     linear_backward(dmlp_.data(), ln2_[l].data(), P + pb.fc1_w, dtmp, G + pb.fc1_w,
                     G + pb.fc1_b, BT, C, M);
     layernorm_backward(dtmp, mid_[l].data(), P + pb.ln2_w, ln2_mean_[l].data(),

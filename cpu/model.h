@@ -62,6 +62,7 @@ class RefModel {
   std::vector<std::vector<T>> mid_;         // L x (B, T, C) stream after the attention residual
   std::vector<std::vector<T>> fc1_;         // L x (B, T, M) before GELU
   std::vector<T> gelu_;                     // (B, T, M) shared, recomputed in backward
+  std::vector<T> gslope_;                   // (B, T, M) gelu'(fc1) of the layer in backward
   std::vector<T> cls_, clsn_, lnf_mean_, lnf_rstd_;  // (B, C) CLS rows, after final LN; (B)
   std::vector<T> logits_, xprobs_, losses_;          // (B, K), (B, K), (B)
   std::vector<int32_t> labels_;                      // (B)
