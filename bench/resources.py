@@ -57,9 +57,11 @@ def block_size(bounds, consts, base, pretty):
     if params and args:
         for p, a in zip(params, args.group(1).split(",")):
             a = a.strip()
-            env[p] = {"true": 1, "false": 0}.get(a, a)
+            v = {"true": "1", "false": "0"}.get(a, a)
+            if re.fullmatch(r"-?\d+", v):  # value parameters only; type parameters are skipped
+                env[p] = int(v)
     try:
-        return int(eval(expr, {"__builtins__": {}}, {k: int(v) for k, v in env.items()}))
+        return int(eval(expr, {"__builtins__": {}}, env))
     except (NameError, SyntaxError, ValueError, TypeError, ZeroDivisionError):
         return 0
 

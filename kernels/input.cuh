@@ -36,6 +36,8 @@
 
 namespace vit {
 
+constexpr int INPUT_THREADS = 256;  // output pixels per block
+
 struct InputKernelArgs {
   int B, Ch, S, R;
   int augment;  // Augment as int (None, Flip, CropFlip, RrcFlip); ignored when !train
@@ -115,7 +117,7 @@ static __device__ __forceinline__ void input_store(float* p, float v) { *p = v; 
 static __device__ __forceinline__ void input_store(__half* p, float v) { *p = __float2half_rn(v); }
 
 template <class OutT>
-static __global__ void input_forward_kernel(const uint8_t* __restrict__ img,
+static __global__ void __launch_bounds__(INPUT_THREADS) input_forward_kernel(const uint8_t* __restrict__ img,
                                             OutT* __restrict__ out, InputKernelArgs a) {
   __shared__ InputBox s_box;
   const int b = blockIdx.z, ch = blockIdx.y;
@@ -127,7 +129,10 @@ static __global__ void input_forward_kernel(const uint8_t* __restrict__ img,
   if (pix >= R * R) return;
   const int y = pix / R, x = pix % R;
   const uint8_t* plane = img + ((size_t)b * a.Ch + ch) * S * S;
-  const float mean = a.mean[ch], sd = a.sd[ch];
+  // Selected, not indexed: a runtime index into the parameter struct would copy it to local
+  // memory (a 72-byte stack frame per thread, per ptxas). Ch <= 3 is checked by the launcher.
+  const float mean = ch == 0 ? a.mean[0] : ch == 1 ? a.mean[1] : a.mean[2];
+  const float sd = ch == 0 ? a.sd[0] : ch == 1 ? a.sd[1] : a.sd[2];
   float v;
   if (box.w == R && box.h == R) {
     v = input_box_pixel(plane, box, S, y, x, mean, sd);
@@ -140,7 +145,7 @@ static __global__ void input_forward_kernel(const uint8_t* __restrict__ img,
 
 // dst (planes, dh, dw) = bilinear resize of src (planes, sh, sw): a thread per output pixel.
 template <class OutT>
-static __global__ void resize_bilinear_kernel(const float* __restrict__ src, int planes, int sh,
+static __global__ void __launch_bounds__(256) resize_bilinear_kernel(const float* __restrict__ src, int planes, int sh,
                                               int sw, OutT* __restrict__ dst, int dh, int dw) {
   const size_t total = (size_t)planes * dh * dw;
   for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -202,7 +207,7 @@ inline void input_forward_to(cudaStream_t st, const uint8_t* img, int B, const I
     a.mean[k] = c.mean[k];
     a.sd[k] = c.std[k];
   }
-  const int threads = 256;
+  const int threads = INPUT_THREADS;
   const dim3 grid(ceil_div((size_t)a.R * a.R, threads), a.Ch, B);
   LAUNCH(input_forward_kernel<OutT>, grid, threads, 0, st, img, out, a);
 }

@@ -37,7 +37,7 @@ static __device__ __forceinline__ float im2col_load(__half v) { return __half2fl
 
 // cols (B*N, K) = im2col(x). A thread per element of cols: writes coalesced, reads p-long runs.
 template <class XT>
-static __global__ void im2col_kernel(const XT* __restrict__ x, floatX* __restrict__ cols,
+static __global__ void __launch_bounds__(256) im2col_kernel(const XT* __restrict__ x, floatX* __restrict__ cols,
                                      int B, int Cin, int H, int p) {
   const int G = H / p, N = G * G, K = Cin * p * p;
   const size_t total = (size_t)B * N * K;
@@ -53,7 +53,7 @@ static __global__ void im2col_kernel(const XT* __restrict__ x, floatX* __restric
 }
 
 // out (B, T, C): CLS rows = cls + pos[0]; patch rows (GEMM result) += bias, += pos[t].
-static __global__ void patch_embed_epilogue_kernel(floatX* __restrict__ out,
+static __global__ void __launch_bounds__(256) patch_embed_epilogue_kernel(floatX* __restrict__ out,
                                                    const floatX* __restrict__ bias,
                                                    const floatX* __restrict__ cls,
                                                    const floatX* __restrict__ pos, int B, int T,
@@ -70,7 +70,7 @@ static __global__ void patch_embed_epilogue_kernel(floatX* __restrict__ out,
 
 // A thread per (t, c): S = sum_b dout[b, t, c] in b order; dpos[t, c] += S; dcls[c] += S for
 // t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous.
-static __global__ void patch_embed_bwd_sum_kernel(const floatX* __restrict__ dout,
+static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const floatX* __restrict__ dout,
                                                   floatX* __restrict__ dpos,
                                                   floatX* __restrict__ dcls,
                                                   float* __restrict__ possum,
@@ -92,7 +92,7 @@ static __global__ void patch_embed_bwd_sum_kernel(const floatX* __restrict__ dou
 }
 
 // db[c] += sum_{t=1..T-1} possum[t, c], in t order.
-static __global__ void patch_embed_bwd_bias_kernel(const float* __restrict__ possum,
+static __global__ void __launch_bounds__(256) patch_embed_bwd_bias_kernel(const float* __restrict__ possum,
                                                    floatX* __restrict__ db, int T, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
