@@ -32,7 +32,7 @@ Config bench_small_model() {
   return c;
 }
 
-double bench_loader(int64_t n, int batch, int epochs) {
+double bench_loader(int64_t n, int batch, int epochs, bool pinned) {
   // A CIFAR-format split of n random images in a scratch directory.
   char tmpl[] = "/tmp/vit_bench_XXXXXX";
   if (!mkdtemp(tmpl)) return -1;
@@ -52,7 +52,7 @@ double bench_loader(int64_t n, int batch, int epochs) {
   }
   double best = 0;
   {
-    Loader loader(dir, Split::Train, 10, batch, 7, /*pinned=*/false);
+    Loader loader(dir, Split::Train, 10, batch, 7, pinned);
     for (int e = 0; e < epochs; ++e) {
       auto t0 = Clock::now();
       loader.start_epoch(e, batch, /*shuffle=*/true);
@@ -140,14 +140,14 @@ double bench_pytorch_train(const Config& c, int batch, int steps, std::string* w
   return ips;
 }
 
-std::vector<BenchRow> run_cpu_rows(bool quick, bool with_pytorch) {
+std::vector<BenchRow> run_cpu_rows(bool quick, bool with_pytorch, bool pinned) {
   std::vector<BenchRow> rows;
   const int64_t n = quick ? 2000 : 50000;
   BenchRow r;
   r.section = "loader";
   r.name = "shuffle+gather";
-  r.shape = std::to_string(n) + " images, batch 64";
-  r.images_per_s = bench_loader(n, 64, quick ? 1 : 3);
+  r.shape = std::to_string(n) + " images, batch 64" + (pinned ? ", pinned" : "");
+  r.images_per_s = bench_loader(n, 64, quick ? 1 : 3, pinned);
   r.ms = r.images_per_s > 0 ? 64e3 / r.images_per_s : 0;
   r.gbps = r.images_per_s * CIFAR_IMAGE_BYTES / 1e9;
   r.note = r.images_per_s >= 50000 ? "target >= 50,000 images/s: met"

@@ -20,8 +20,9 @@ struct BenchRow {
 };
 
 // Shuffle + gather of a CIFAR-10-sized split (n images) into the loader's staging buffers, one
-// prefetch thread, batch `batch`, over `epochs` epochs: images per second.
-double bench_loader(int64_t n, int batch, int epochs);
+// prefetch thread, batch `batch`, over `epochs` epochs: images per second. pinned: staging in
+// page-locked memory (cudaMallocHost), as vit_train uses it on a GPU.
+double bench_loader(int64_t n, int batch, int epochs, bool pinned);
 
 // `--device cpu` training (forward, backward, AdamW) of config c at batch `batch`: images/s,
 // median over `steps` steps after one warm-up step.
@@ -31,8 +32,9 @@ double bench_cpu_train(const Config& c, int batch, int steps);
 // python3 with torch is not available (`why` says so).
 double bench_pytorch_train(const Config& c, int batch, int steps, std::string* why);
 
-// The CPU section of vit_bench. quick=true uses small sizes (for tests).
-std::vector<BenchRow> run_cpu_rows(bool quick, bool with_pytorch);
+// The CPU section of vit_bench. quick=true uses small sizes (for tests); pinned: see bench_loader
+// (only where a GPU is present).
+std::vector<BenchRow> run_cpu_rows(bool quick, bool with_pytorch, bool pinned = false);
 
 // The two CPU-training models of the issue: the tiny preset, and 4 layers of hidden 64.
 Config bench_small_model();

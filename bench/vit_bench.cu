@@ -89,7 +89,7 @@ static int run(int argc, char** argv) {
     print_rows(g);
     rows.insert(rows.end(), g.begin(), g.end());
   }
-  std::vector<BenchRow> c = run_cpu_rows(quick, pytorch);
+  std::vector<BenchRow> c = run_cpu_rows(quick, pytorch, /*pinned=*/n_gpu > 0);
   print_rows(c);
   rows.insert(rows.end(), c.begin(), c.end());
   printf("\n%s", cost.c_str());

@@ -25,3 +25,8 @@ TEST(Bench, SmallModelIsFourLayersOfHidden64) {
   EXPECT_EQ(c.hidden, 64);
   EXPECT_EQ(config_problem(c), "");
 }
+
+TEST(Bench, LoaderRowWithPinnedStaging) {
+  // cudaMallocHost: simt's page-locked memory here, the driver's on a GPU machine.
+  EXPECT_GT(bench_loader(500, 64, 1, /*pinned=*/true), 0);
+}
