@@ -139,8 +139,11 @@ test-simt: build/test_simt
 	./build/test_simt
 test-gpu: build/test_gpu
 	./build/test_gpu
-# Both binaries run even when the first fails; the target fails if either did.
-test: build/test_simt build/test_gpu
+# Builds both binaries with a job per core (the build is most of the time), then runs both even
+# when the first fails; the target fails if either did.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(NPROC) build/test_simt build/test_gpu
 	@st=0; ./build/test_gpu || st=1; ./build/test_simt || st=1; exit $$st
 
 # --- the rest -------------------------------------------------------------------------------------
