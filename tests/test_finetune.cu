@@ -29,6 +29,7 @@
 #include "tests/test_fs.h"
 #include "tests/test_util.h"
 #include "tests/toy_cifar.h"
+#include "tests/train_runner.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
@@ -43,40 +44,9 @@ using vit_test::fs::fixture;
 
 namespace {
 
-struct Out {
-  int rc;
-  std::string out, err;
-};
-
-Out run_train(std::vector<std::string> args) {
-  args.insert(args.begin(), "vit_train");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  Out o;
-  o.rc = vit::train_main((int)args.size(), argv.data());
-  fflush(stdout);
-  o.out = testing::internal::GetCapturedStdout();
-  o.err = testing::internal::GetCapturedStderr();
-  return o;
-}
-
-// metrics.csv rows: (epoch, train_loss, train_acc, test_loss, test_acc, lr).
-std::vector<std::vector<double>> metrics(const std::string& path) {
-  std::vector<std::vector<double>> rows;
-  std::ifstream f(path);
-  std::string line;
-  std::getline(f, line);
-  while (std::getline(f, line)) {
-    std::vector<double> r;
-    std::stringstream s(line);
-    for (std::string x; std::getline(s, x, ',') && r.size() < 6;) r.push_back(std::stod(x));
-    rows.push_back(r);
-  }
-  return rows;
-}
+using Out = vit_test::TrainRun;
+using vit_test::run_train;
+const auto metrics = vit_test::metrics_rows;
 
 const std::string TV = "torchvision_weights.safetensors";
 

@@ -24,31 +24,14 @@
 #include "common/weights.h"
 #include "host/train.h"
 #include "tests/toy_cifar.h"
+#include "tests/train_runner.h"
 
 using vit_test::TempDir;
 
 namespace {
 
-struct Result {
-  int rc;
-  std::string out, err;
-};
-
-// Runs train_main with `args` (program name added), capturing stdout and stderr.
-Result run(std::vector<std::string> args, const vit::TrainHooks* hooks = nullptr) {
-  args.insert(args.begin(), "vit_train");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  Result r;
-  r.rc = vit::train_main((int)args.size(), argv.data(), hooks);
-  fflush(stdout);
-  r.out = testing::internal::GetCapturedStdout();
-  r.err = testing::internal::GetCapturedStderr();
-  return r;
-}
+using Result = vit_test::TrainRun;
+using vit_test::run_train;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -188,7 +171,7 @@ TEST(TrainState, MetadataRoundTripIsExact) {
 
 TEST(TrainEndToEnd, LearnsTheToyDatasetAndWritesEveryOutput) {
   TempDir d;
-  Result r = run(base_args(d / "run", {"--epochs", "4"}));
+  Result r = run_train(base_args(d / "run", {"--epochs", "4"}));
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   std::ifstream f(d / "run/metrics.csv");
   std::string header;
@@ -233,7 +216,7 @@ TEST(TrainEndToEnd, LearnsTheToyDatasetAndWritesEveryOutput) {
   EXPECT_NE(r.out.find("best test accuracy"), std::string::npos) << r.out;
 
   // --eval-only --init on the checkpoint reproduces the last epoch's test metrics.
-  Result ev = run({"--device", "cpu", "--data", toy_data(), "--eval-only", "--init",
+  Result ev = run_train({"--device", "cpu", "--data", toy_data(), "--eval-only", "--init",
                    d / "run/last.safetensors", "--batch-size", "32"});
   ASSERT_EQ(ev.rc, 0) << ev.err;
   char want[64];
@@ -244,11 +227,11 @@ TEST(TrainEndToEnd, LearnsTheToyDatasetAndWritesEveryOutput) {
 TEST(TrainEndToEnd, ResumeAtAnEpochBoundaryIsExact) {
   TempDir d;
   std::vector<std::string> aug = {"--augment", "crop-flip"};
-  Result a = run(base_args(d / "a", {"--epochs", "2", "--augment", "crop-flip"}));
+  Result a = run_train(base_args(d / "a", {"--epochs", "2", "--augment", "crop-flip"}));
   ASSERT_EQ(a.rc, 0) << a.err;
-  Result b1 = run(base_args(d / "b", {"--epochs", "1", "--augment", "crop-flip"}));
+  Result b1 = run_train(base_args(d / "b", {"--epochs", "1", "--augment", "crop-flip"}));
   ASSERT_EQ(b1.rc, 0) << b1.err;
-  Result b2 = run({"--device", "cpu", "--data", toy_data(), "--resume", d / "b/last.safetensors",
+  Result b2 = run_train({"--device", "cpu", "--data", toy_data(), "--resume", d / "b/last.safetensors",
                    "--epochs", "2"});
   ASSERT_EQ(b2.rc, 0) << b2.err;
   std::vector<std::string> ra = rows_without_time(d / "a/metrics.csv");
@@ -265,18 +248,18 @@ TEST(TrainEndToEnd, ResumeMidEpochWithCosineIsExact) {
   std::vector<std::string> more = {"--epochs", "2", "--schedule", "cosine", "--warmup-epochs",
                                    "0.5", "--accum-steps", "2", "--optimizer", "adamw",
                                    "--weight-decay", "0.05", "--clip-grad", "1"};
-  Result a = run(base_args(d / "a", more));
+  Result a = run_train(base_args(d / "a", more));
   ASSERT_EQ(a.rc, 0) << a.err;
   std::vector<std::string> stop = more;
   stop.insert(stop.end(), {"--max-steps", "13"});  // epoch 2, batch 3 of 10
-  Result b1 = run(base_args(d / "b", stop));
+  Result b1 = run_train(base_args(d / "b", stop));
   ASSERT_EQ(b1.rc, 0) << b1.err;
   vit::TrainingCheckpoint mid = vit::load_training_checkpoint(d / "b/last.safetensors", {});
   EXPECT_EQ(mid.state.step, 13);
   EXPECT_EQ(mid.state.micro_step, 26);
   EXPECT_EQ(mid.state.epoch, 1);
   EXPECT_EQ(mid.state.batch, 3);
-  Result b2 = run({"--device", "cpu", "--data", toy_data(), "--resume", d / "b/last.safetensors",
+  Result b2 = run_train({"--device", "cpu", "--data", toy_data(), "--resume", d / "b/last.safetensors",
                    "--max-steps", "0"});
   ASSERT_EQ(b2.rc, 0) << b2.err << b2.out;
   EXPECT_EQ(rows_without_time(d / "b/metrics.csv"), rows_without_time(d / "a/metrics.csv"));
@@ -286,19 +269,19 @@ TEST(TrainEndToEnd, SignalsSaveAndExit) {
   struct sigaction before;  // SIG_DFL, or SIG_IGN when the suite runs as a background job
   sigaction(SIGINT, nullptr, &before);
   TempDir d;
-  Result a = run(base_args(d / "a", {"--epochs", "2"}));
+  Result a = run_train(base_args(d / "a", {"--epochs", "2"}));
   ASSERT_EQ(a.rc, 0) << a.err;
   for (int sig : {SIGINT, SIGTERM}) {
     std::string out = d / (sig == SIGINT ? "int" : "term");
     vit::TrainHooks h;
     const int64_t at = sig == SIGINT ? 4 : 10;  // mid-epoch / the last step of epoch 1
     h.after_step = [&](int64_t step) { if (step == at) raise(sig); };
-    Result b = run(base_args(out, {"--epochs", "2"}), &h);
+    Result b = run_train(base_args(out, {"--epochs", "2"}), &h);
     EXPECT_EQ(b.rc, sig == SIGINT ? 130 : 143) << b.err;
     EXPECT_NE(b.out.find("--resume"), std::string::npos) << b.out;
     vit::TrainingCheckpoint ck = vit::load_training_checkpoint(out + "/last.safetensors", {});
     EXPECT_EQ(ck.state.step, at);
-    Result c = run({"--device", "cpu", "--data", toy_data(), "--resume", out + "/last.safetensors"});
+    Result c = run_train({"--device", "cpu", "--data", toy_data(), "--resume", out + "/last.safetensors"});
     ASSERT_EQ(c.rc, 0) << c.err;
     EXPECT_EQ(rows_without_time(out + "/metrics.csv"), rows_without_time(d / "a/metrics.csv"));
   }
@@ -355,7 +338,7 @@ TEST(TrainEndToEnd, NanLossStopsAndKeepsTheLastGoodCheckpoint) {
   h.make_model = [](const std::string&, const vit::Config& c, const vit::ModelOptions& o) {
     return std::unique_ptr<vit::Model>(new NanModel(vit::make_cpu_model(c, o), 14));
   };
-  Result r = run(base_args(d / "run", {"--epochs", "3"}), &h);
+  Result r = run_train(base_args(d / "run", {"--epochs", "3"}), &h);
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("loss is nan at step 15 (epoch 2, batch 5)"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("last.safetensors"), std::string::npos) << r.err;
@@ -369,7 +352,7 @@ TEST(TrainEndToEnd, NanLossStopsAndKeepsTheLastGoodCheckpoint) {
 
 TEST(TrainBadInput, OneLineNonZeroAndTheCheckpointIsIntact) {
   TempDir d;
-  Result good = run(base_args(d / "run", {"--epochs", "1"}));
+  Result good = run_train(base_args(d / "run", {"--epochs", "1"}));
   ASSERT_EQ(good.rc, 0) << good.err;
   const std::string ckpt = d / "run/last.safetensors";
   const std::string before = slurp(ckpt);
@@ -436,7 +419,7 @@ TEST(TrainBadInput, OneLineNonZeroAndTheCheckpointIsIntact) {
   for (const Case& c : cases) {
     std::string cmd;
     for (const std::string& a : c.args) cmd += a + " ";
-    Result r = run(c.args);
+    Result r = run_train(c.args);
     EXPECT_NE(r.rc, 0) << cmd;
     EXPECT_EQ(r.err.rfind("vit_train: error: ", 0), 0u) << cmd << "\n" << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << cmd << "\n" << r.err;
@@ -446,7 +429,7 @@ TEST(TrainBadInput, OneLineNonZeroAndTheCheckpointIsIntact) {
 }
 
 TEST(TrainBadInput, Help) {
-  Result h = run({"--help"});
+  Result h = run_train({"--help"});
   EXPECT_EQ(h.rc, 0);
   for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;

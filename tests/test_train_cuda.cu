@@ -6,44 +6,23 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "common/train_state.h"
 #include "host/train.h"
 #include "tests/test_util.h"
 #include "tests/toy_cifar.h"
+#include "tests/train_runner.h"
 
 namespace {
 
+// train_main's exit status; its stderr into *err.
 int run_quiet(std::vector<std::string> args, std::string* err) {
-  args.insert(args.begin(), "vit_train");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  testing::internal::CaptureStdout();
-  testing::internal::CaptureStderr();
-  int rc = vit::train_main((int)args.size(), argv.data());
-  fflush(stdout);
-  testing::internal::GetCapturedStdout();
-  *err = testing::internal::GetCapturedStderr();
-  return rc;
+  vit_test::TrainRun r = vit_test::run_train(std::move(args));
+  *err = r.err;
+  return r.rc;
 }
 
-// metrics.csv as numbers: rows of (epoch, train_loss, train_acc, test_loss, test_acc, lr).
-std::vector<std::vector<double>> metrics(const std::string& path) {
-  std::vector<std::vector<double>> rows;
-  std::ifstream f(path);
-  std::string line;
-  std::getline(f, line);
-  while (std::getline(f, line)) {
-    std::vector<double> r;
-    std::stringstream s(line);
-    for (std::string x; std::getline(s, x, ',') && r.size() < 6;) r.push_back(std::stod(x));
-    rows.push_back(r);
-  }
-  return rows;
-}
+const auto metrics = vit_test::metrics_rows;
 
 }  // namespace
 
