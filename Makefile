@@ -26,7 +26,7 @@ SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include -x c++
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
               --expt-relaxed-constexpr -diag-suppress 177
 LIBS_CPU   := -lopenblas -lgomp -lpthread
-LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublas -lcudart $(LIBS_CPU)
+LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart $(LIBS_CPU)
 LIBS_SIMT  := -lboost_context -lgtest $(LIBS_CPU)
 
 # --- GPU architectures -------------------------------------------------------------------

@@ -1,6 +1,9 @@
 // simt/internal.h — what the parts of simt (scheduler, runtime, cuBLAS) share; not for users.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
 #include <mutex>
 
 #include "simt/simt.h"
@@ -36,6 +39,23 @@ void check_all_guards(const char* kernel, const char* when = nullptr);
 void check_device_range(const void* p, size_t bytes, const char* what);
 // Whether p points into a live device allocation (or a registered symbol / managed memory).
 bool is_device_pointer(const void* p);
+
+// Runs the device-memory work of one library call (a cuBLAS / cuBLASLt GEMM) on `stream`, as the
+// GPU would run the kernels the call enqueues. The caller checks its arguments first (statuses
+// are returned at call time, as on a GPU), then hands everything the work touches to `work` BY
+// VALUE: the work may run after the call has returned. `what` names the call in messages.
+// (Here: runs `work` at once under device_mutex(); the asynchronous-streams version replaces it.)
+void run_on_stream(cudaStream_t stream, const char* what, std::function<void()> work);
+
+// x rounded to TF32 (10-bit mantissa, nearest, ties away from zero: what the tensor cores'
+// conversion does), for CUBLAS_COMPUTE_32F_FAST_TF32 / CUBLAS_TF32_TENSOR_OP_MATH. Inf/NaN pass.
+inline float round_tf32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
 
 }  // namespace detail
 }  // namespace simt
