@@ -660,7 +660,7 @@ TEST_F(SimtCublasLt, HeuristicsRespectWorkspacePreference) {
   CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, g.op, g.a, g.b, g.c, g.d, pref, 8, res, &count));
   ASSERT_GE(count, 1);
   ASSERT_LE(count, 8);
-  bool any_ws = false;
+  int with_workspace = 0;
   for (int i = 0; i < count; ++i) {
     EXPECT_EQ(res[i].state, CUBLAS_STATUS_SUCCESS);
     EXPECT_LE(res[i].workspaceSize, max_ws);
@@ -668,7 +668,7 @@ TEST_F(SimtCublasLt, HeuristicsRespectWorkspacePreference) {
     CUBLAS_CHECK(g.run(lt, 1.0f, dA, dB, 0.0f, dD, dD, &res[i].algo, ws, res[i].workspaceSize));
     EXPECT_TRUE(vit_test::allclose(dD.download(), ref, 1e-5, 1e-5)) << "algo " << i;
     if (res[i].workspaceSize > 0) {
-      any_ws = true;
+      ++with_workspace;
       // Less workspace than the algorithm needs: refused ("workspaceSizeInBytes is less than
       // workspace required by configured algo").
       EXPECT_EQ(g.run(lt, 1.0f, dA, dB, 0.0f, dD, dD, &res[i].algo, ws, res[i].workspaceSize - 1),
@@ -676,11 +676,11 @@ TEST_F(SimtCublasLt, HeuristicsRespectWorkspacePreference) {
     }
   }
 #if defined(VIT_SIMT)
-  EXPECT_TRUE(any_ws) << "simt offers a split-K algorithm for k = 512 when workspace is allowed";
+  EXPECT_GE(with_workspace, 1) << "simt offers a split-K algorithm for k = 512 when workspace is allowed";
   // A workspace not 256-byte aligned is refused.
   EXPECT_EQ(g.run(lt, 1.0f, dA, dB, 0.0f, dD, dD, nullptr, ws.get() + 16, 1024), CUBLAS_STATUS_INVALID_VALUE);
 #else
-  (void)any_ws;
+  RecordProperty("algorithms_with_workspace", with_workspace);
 #endif
   EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(lt, g.op, g.a, g.b, g.c, g.d, pref, 0, res, &count), CUBLAS_STATUS_INVALID_VALUE);
   CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
@@ -780,6 +780,28 @@ TEST_F(SimtCublasLt, ArgumentErrors) {
 #endif
 }
 
+// A matrix that starts 4 bytes into an allocation runs when the heuristic is told so
+// (MIN_ALIGNMENT_A_BYTES = 4): the algorithm it returns does not assume more.
+TEST_F(SimtCublasLt, AlignmentPreferenceAdmitsOffsetPointers) {
+  VIT_REQUIRE_GPU();
+  const int m = 16, n = 16, k = 16;
+  const vector<float> A = rnd(m * k + 1, 121), B = rnd(k * n, 122);
+  const Stored sA(m, k, m, false, vector<float>(A.begin() + 1, A.end())), sB(k, n, k, false, B);
+  DeviceBuffer<float> dA(A), dB(B), dD(m * n);
+  LtGemm g(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m);
+  cublasLtMatmulPreference_t pref;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint32_t four = 4;
+  CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &four, sizeof four));
+  cublasLtMatmulHeuristicResult_t res;
+  int count = 0;
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, g.op, g.a, g.b, g.c, g.d, pref, 1, &res, &count));
+  ASSERT_EQ(count, 1);
+  CUBLAS_CHECK(g.run(lt, 1.0f, dA.get() + 1, dB, 0.0f, dD, dD, &res.algo, nullptr, 0));
+  EXPECT_TRUE(vit_test::allclose(dD.download(), ref_gemm(false, false, m, n, k, 1.0, sA, sB, 0.0, nullptr), 1e-5, 1e-5));
+  CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+}
+
 #if defined(VIT_SIMT)
 // A pointer less aligned than the algorithm's vector accesses: a misaligned-address fault on a
 // GPU, an abort naming the matrix here.
@@ -794,6 +816,20 @@ void misaligned_matmul() {
 }
 TEST(SimtCublasLtDeath, MisalignedMatrixAborts) {
   EXPECT_DEATH(misaligned_matmul(), "cublasLtMatmul: matrix A of batch 0 .* is not 16-byte aligned");
+}
+// The bias has one element per row of D (M = 24 here): a bias of N = 8 elements is read past its
+// end, which aborts naming it (on a GPU: garbage added, or an illegal address).
+void short_bias_matmul() {
+  cublasLtHandle_t lt;
+  CUBLAS_CHECK(cublasLtCreate(&lt));
+  DeviceBuffer<float> a(24 * 4), b(4 * 8), d(24 * 8), bias(8);
+  LtGemm g(CUBLAS_COMPUTE_32F, false, false, 24, 8, 4, 24, 4, 24);
+  g.epilogue(CUBLASLT_EPILOGUE_BIAS);
+  g.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (const void*)bias.get());
+  (void)g.run(lt, 1.0f, a, b, 0.0f, d, d);
+}
+TEST(SimtCublasLtDeath, BiasShorterThanRowsOfDAborts) {
+  EXPECT_DEATH(short_bias_matmul(), "cublasLtMatmul: the bias vector \\(24 elements\\) overruns");
 }
 #endif
 
