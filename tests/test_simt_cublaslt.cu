@@ -444,21 +444,76 @@ TEST_F(SimtCublasLt, ReluAuxMaskRoundTripsThroughDreluBgrad) {
   const int64_t ldmask = 128;  // bits per column
   DeviceBuffer<float> dx(x), dw1(w1), db1(b1), dy(pre.size()), ddy2(dy2), dw2(w2), dD(pre.size()), dbias(H);
   DeviceBuffer<unsigned char> mask(ldmask / 8 * T);
-  LtGemm f(CUBLAS_COMPUTE_32F, true, false, H, T, in, in, in, H);
-  f.epilogue(CUBLASLT_EPILOGUE_RELU_AUX_BIAS);
-  f.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (const void*)db1.get());
-  f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)mask.get());
-  f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldmask);
-  CUBLAS_CHECK(f.run(lt, 1.0f, dw1, dx, 0.0f, dy, dy));
-  EXPECT_TRUE(vit_test::allclose(dy.download(), relu, 1e-5, 1e-5)) << "relu(x W1^T + b1)";
-  LtGemm bw(CUBLAS_COMPUTE_32F, false, false, H, T, out, H, out, H);
-  bw.epilogue(CUBLASLT_EPILOGUE_DRELU_BGRAD);
-  bw.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (void*)dbias.get());
-  bw.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)mask.get());
-  bw.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldmask);
-  CUBLAS_CHECK(bw.run(lt, 1.0f, dw2, ddy2, 0.0f, dD, dD));
-  EXPECT_TRUE(vit_test::allclose(dD.download(), dpre, 1e-5, 1e-5)) << "dpre";
-  EXPECT_TRUE(vit_test::allclose(dbias.download(), db, 1e-5, 1e-5)) << "db";
+  for (bool with_bias : {true, false}) {
+    SCOPED_TRACE(with_bias ? "RELU_AUX_BIAS / DRELU_BGRAD" : "RELU_AUX (bias added by hand) / DRELU");
+    LtGemm f(CUBLAS_COMPUTE_32F, true, false, H, T, in, in, in, H);
+    f.epilogue(with_bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX);
+    if (with_bias) f.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (const void*)db1.get());
+    f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)mask.get());
+    f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldmask);
+    // Without the bias epilogue, C = the broadcast bias with beta = 1 gives the same input.
+    vector<float> bias_mat((size_t)T * H);
+    for (size_t i = 0; i < bias_mat.size(); ++i) bias_mat[i] = b1[i % H];
+    DeviceBuffer<float> dC(bias_mat);
+    CUBLAS_CHECK(f.run(lt, 1.0f, dw1, dx, with_bias ? 0.0f : 1.0f, with_bias ? dy.get() : dC.get(), dy));
+    EXPECT_TRUE(vit_test::allclose(dy.download(), relu, 1e-5, 1e-5)) << "relu(x W1^T + b1)";
+    LtGemm bw(CUBLAS_COMPUTE_32F, false, false, H, T, out, H, out, H);
+    bw.epilogue(with_bias ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU);
+    if (with_bias) bw.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (void*)dbias.get());
+    bw.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)mask.get());
+    bw.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldmask);
+    CUBLAS_CHECK(bw.run(lt, 1.0f, dw2, ddy2, 0.0f, dD, dD));
+    EXPECT_TRUE(vit_test::allclose(dD.download(), dpre, 1e-5, 1e-5)) << "dpre";
+    if (with_bias) {
+      EXPECT_TRUE(vit_test::allclose(dbias.download(), db, 1e-5, 1e-5)) << "db";
+    }
+  }
+}
+
+// Batched epilogues (e.g. per-head GEMMs): batch b reads bias + b * BIAS_BATCH_STRIDE and writes
+// aux + b * EPILOGUE_AUX_BATCH_STRIDE; the backward reads that aux and writes each batch's bias
+// gradient BIAS_BATCH_STRIDE apart.
+TEST_F(SimtCublasLt, BatchedGeluAuxAndDgeluBgradStrides) {
+  VIT_REQUIRE_GPU();
+  const int m = 12, n = 9, k = 7, batch = 3;
+  const int64_t sa = m * k + 5, sb = k * n, sd = m * n + 4, ldaux = 16, saux = ldaux * n + 8, sbias = m + 3;
+  const vector<float> A = rnd(sa * batch, 131), B = rnd(sb * batch, 132), bias = rnd(sbias * batch, 133, -0.5, 0.5);
+  DeviceBuffer<float> dA(A), dB(B), dbias(bias), dD(sd * batch), daux(saux * batch), dD2(sd * batch), dbg(sbias * batch);
+  LtGemm f(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m);
+  f.batch(batch, sa, sb, sd);
+  f.epilogue(CUBLASLT_EPILOGUE_GELU_AUX_BIAS);
+  f.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (const void*)dbias.get());
+  f.set(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, sbias);
+  f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)daux.get());
+  f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldaux);
+  f.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, saux);
+  CUBLAS_CHECK(f.run(lt, 1.0f, dA, dB, 0.0f, dD, dD));
+  // Backward: the same GEMM shape, its result times gelu'(aux of the same batch).
+  LtGemm g(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m);
+  g.batch(batch, sa, sb, sd);
+  g.epilogue(CUBLASLT_EPILOGUE_DGELU_BGRAD);
+  g.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (void*)dbg.get());
+  g.set(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, sbias);
+  g.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, (void*)daux.get());
+  g.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, ldaux);
+  g.set(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_BATCH_STRIDE, saux);
+  CUBLAS_CHECK(g.run(lt, 1.0f, dA, dB, 0.0f, dD2, dD2));
+  const vector<float> D = dD.download(), aux = daux.download(), D2 = dD2.download(), bg = dbg.download();
+  for (int b = 0; b < batch; ++b)
+    for (int i = 0; i < m; ++i) {
+      double sum = 0;
+      for (int j = 0; j < n; ++j) {
+        double ab = 0;
+        for (int kk = 0; kk < k; ++kk) ab += (double)A[b * sa + kk * m + i] * B[b * sb + j * k + kk];
+        const double pre = ab + bias[b * sbias + i];
+        const double h = 1e-4, slope = (gelu_tanh(pre + h) - gelu_tanh(pre - h)) / (2 * h);
+        ASSERT_NEAR(aux[b * saux + j * ldaux + i], pre, 1e-5) << b << " (" << i << "," << j << ")";
+        ASSERT_NEAR(D[b * sd + j * m + i], gelu_tanh(pre), GELU_TOL) << b << " (" << i << "," << j << ")";
+        ASSERT_NEAR(D2[b * sd + j * m + i], ab * slope, GELU_TOL) << b << " (" << i << "," << j << ")";
+        sum += ab * slope;
+      }
+      ASSERT_NEAR(bg[b * sbias + i], sum, 10 * GELU_TOL) << "bias gradient, batch " << b << " row " << i;
+    }
 }
 
 // The weight gradient dW = dy^T x with the bias gradient db = sum over tokens of dy fused: the
@@ -491,6 +546,17 @@ TEST_F(SimtCublasLt, BgradaAndBgradbMatchReferenceLinearBackward) {
       for (int i = 0; i < s.in; ++i) dwt[(size_t)o * s.in + i] = d[(size_t)i * s.out + o];
     EXPECT_TRUE(vit_test::allclose(dwt, dw, 1e-5, 1e-5)) << "BGRADA: dW";
     EXPECT_TRUE(vit_test::allclose(dbias2.download(), db, 1e-5, 1e-5)) << "BGRADA: db";
+    // BGRADA with A = dy as stored, (T x out) row-major, and TRANSA = T: op(A) is the same
+    // (out x T), so the same sums.
+    DeviceBuffer<float> dbias3(s.out), dD3(dw.size());
+    LtGemm gt(CUBLAS_COMPUTE_32F, true, true, s.out, s.in, s.T, s.out, s.in, s.out);
+    const int32_t row = CUBLASLT_ORDER_ROW;
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(gt.a, CUBLASLT_MATRIX_LAYOUT_ORDER, &row, sizeof row));
+    gt.epilogue(CUBLASLT_EPILOGUE_BGRADA);
+    gt.set(CUBLASLT_MATMUL_DESC_BIAS_POINTER, (void*)dbias3.get());
+    CUBLAS_CHECK(gt.run(lt, 1.0f, ddy, dx, 0.0f, dD3, dD3));
+    EXPECT_TRUE(vit_test::allclose(dD3.download(), d, 1e-5, 1e-5)) << "BGRADA, row-major transposed A: dW^T";
+    EXPECT_TRUE(vit_test::allclose(dbias3.download(), db, 1e-5, 1e-5)) << "BGRADA, row-major transposed A: db";
   }
 }
 
