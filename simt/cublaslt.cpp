@@ -34,11 +34,12 @@
 //   its FP32 partial sums) when k is long and the preference allows that much workspace and the
 //   COMPUTE_TYPE reduction scheme, and always a plain one without workspace. Both compute the
 //   same numbers here (on a GPU their rounding differs slightly). cublasLtMatmul with a
-//   workspace smaller than the algorithm needs, or not 256-byte aligned, returns
-//   CUBLAS_STATUS_INVALID_VALUE; the workspace is overwritten with 0xFF (NaN) by a split-K run so
-//   that data left there, or a workspace shared with live data, is loud. algo == NULL is the
-//   implicit heuristic query with default preferences (no workspace).
-// * Alignment: an algorithm uses vector accesses of min(16 bytes, the preference's
+//   workspace smaller than the algorithm needs (documented), or not 256-byte aligned (documented
+//   for cublasSetWorkspace; applied here too), returns CUBLAS_STATUS_INVALID_VALUE. A split-K run
+//   overwrites its workspace with 0xFF (NaN) so that data left there, or a workspace shared with
+//   live data, is loud. algo == NULL is the implicit heuristic query with default preferences
+//   (no workspace).
+// * Alignment (simt's model of an algorithm): it uses vector accesses of min(16 bytes, the preference's
 //   MIN_ALIGNMENT_x_BYTES (default 256), what ld and the batch stride allow) on A, B, C, D; a
 //   pointer less aligned than that at cublasLtMatmul aborts naming it (on a GPU: a misaligned
 //   address error, or an algorithm that silently reads the wrong bytes).
