@@ -634,7 +634,8 @@ TEST_F(SimtCublasLt, Bf16InputsAndOutputsWithinOneRounding) {
   check_bf16(lt, {130, 256, 1024});
 }
 
-// FP16 and BF16 inputs with FP32 C/D: exact inputs, FP32 accumulation, so FP32 accuracy.
+// FP16 and BF16 inputs with FP32 C/D: exact inputs, FP32 accumulation, so FP32 accuracy; and FP16
+// in, FP16 out.
 TEST_F(SimtCublasLt, HalfAndBf16InputsFp32Output) {
   VIT_REQUIRE_GPU();
   const int m = 13, n = 7, k = 21;
@@ -666,6 +667,16 @@ TEST_F(SimtCublasLt, HalfAndBf16InputsFp32Output) {
     LtGemm g(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m, t, CUDA_R_32F);
     CUBLAS_CHECK(g.run(lt, 1.0f, dA, dB, 0.0f, dD, dD));
     EXPECT_TRUE(vit_test::allclose(dD.download(), ref, 1e-5, 1e-6)) << (t == CUDA_R_16F ? "FP16" : "BF16");
+    if (t == CUDA_R_16F) {
+      // FP16 C/D: one rounding to 11 significant bits, |err| <= 2^-11 |value| (+ accumulation).
+      DeviceBuffer<__half> dH(m * n);
+      LtGemm h(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m, CUDA_R_16F, CUDA_R_16F);
+      CUBLAS_CHECK(h.run(lt, 1.0f, dA, dB, 0.0f, dH, dH));
+      const vector<__half> got = dH.download();
+      vector<float> gf(got.size());
+      for (size_t i = 0; i < got.size(); ++i) gf[i] = __half2float(got[i]);
+      EXPECT_TRUE(vit_test::allclose(gf, ref, 1.0 / 2048 + 1e-6, 1e-5)) << "FP16 output";
+    }
   }
 }
 
@@ -711,6 +722,7 @@ TEST_F(SimtCublasLt, HeuristicsRespectWorkspacePreference) {
   DeviceBuffer<float> dA(A), dB(B), dD(m * n);
   const size_t max_ws = 4 << 20;
   DeviceBuffer<unsigned char> ws(max_ws);
+  ws.zero();  // (simt fills fresh memory with 0xFF: start from zeros so the check below can fail)
   LtGemm g(CUBLAS_COMPUTE_32F, false, false, m, n, k, m, k, m);
   cublasLtMatmulPreference_t pref;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -735,6 +747,12 @@ TEST_F(SimtCublasLt, HeuristicsRespectWorkspacePreference) {
     EXPECT_TRUE(vit_test::allclose(dD.download(), ref, 1e-5, 1e-5)) << "algo " << i;
     if (res[i].workspaceSize > 0) {
       ++with_workspace;
+#if defined(VIT_SIMT)
+      // simt leaves NaN bytes in the workspace an algorithm used: nothing may be kept there.
+      const vector<unsigned char> w = ws.download();
+      for (size_t b = 0; b < res[i].workspaceSize; ++b) ASSERT_EQ(w[b], 0xff) << "workspace byte " << b;
+      ws.zero();
+#endif
       // Less workspace than the algorithm needs: refused ("workspaceSizeInBytes is less than
       // workspace required by configured algo").
       EXPECT_EQ(g.run(lt, 1.0f, dA, dB, 0.0f, dD, dD, &res[i].algo, ws, res[i].workspaceSize - 1),
