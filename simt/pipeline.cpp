@@ -27,8 +27,9 @@ namespace {
 struct Copy {
   unsigned char* dst;
   const unsigned char* src;
-  unsigned size, zfill;
-  unsigned char snapshot[16];  // the source bytes at issue
+  size_t size, zfill;                  // size bytes written: size - zfill copied, zfill zeroed
+  std::vector<unsigned char> snapshot;  // the source bytes at issue
+  const char* what;                     // the API, for messages
   const char* file;
   int line;
 };
@@ -74,20 +75,36 @@ std::string thread_where() {
 }
 
 void land(const Copy& c, const char* file, int line) {
-  const unsigned n = c.size - c.zfill;
-  if (std::memcmp(c.src, c.snapshot, n) != 0)
-    fail("__pipeline_memcpy_async at %s:%d in %s: its source %p was modified before the copy was "
-         "waited for (at %s:%d). The copy reads its source asynchronously: it must not change "
-         "until a __pipeline_wait_prior covers the copy's batch",
-         c.file, c.line, thread_where().c_str(), (const void*)c.src, file, line);
-  for (unsigned i = 0; i < c.size; ++i)
+  const size_t n = c.size - c.zfill;
+  if (n && std::memcmp(c.src, c.snapshot.data(), n) != 0)
+    fail("%s at %s:%d in %s: its source %p was modified before the copy was waited for (at "
+         "%s:%d). The copy reads its source asynchronously: it must not change until a wait "
+         "covers the copy's batch",
+         c.what, c.file, c.line, thread_where().c_str(), (const void*)c.src, file, line);
+  for (size_t i = 0; i < c.size; ++i)
     if (c.dst[i] != 0xFF)
-      fail("__pipeline_memcpy_async at %s:%d in %s: its destination %p was written before the copy "
-           "was waited for (at %s:%d). The copy writes its destination asynchronously: nobody may "
-           "touch it until a __pipeline_wait_prior covers the copy's batch",
-           c.file, c.line, thread_where().c_str(), (void*)c.dst, file, line);
+      fail("%s at %s:%d in %s: its destination %p was written before the copy was waited for (at "
+           "%s:%d). The copy writes its destination asynchronously: nobody may touch it until a "
+           "wait covers the copy's batch",
+           c.what, c.file, c.line, thread_where().c_str(), (void*)c.dst, file, line);
   std::memcpy(c.dst, c.src, n);
   std::memset(c.dst + n, 0, c.zfill);
+}
+
+// Records the copy: source snapshotted, destination poisoned until it lands.
+void queue(ThreadQueue& q, void* dst, const void* src, size_t size, size_t zfill, const char* what,
+           const char* file, int line) {
+  Copy c;
+  c.dst = static_cast<unsigned char*>(dst);
+  c.src = static_cast<const unsigned char*>(src);
+  c.size = size;
+  c.zfill = zfill;
+  c.snapshot.assign(c.src, c.src + (size - zfill));
+  c.what = what;
+  c.file = file;
+  c.line = line;
+  std::memset(dst, 0xFF, size);  // undefined until the copy lands: make early reads loud
+  q.uncommitted.push_back(std::move(c));
 }
 
 }  // namespace
@@ -118,16 +135,28 @@ void memcpy_async(void* dst, const void* src, size_t size, size_t zfill, const c
     std::string desc = std::string(what) + " source (" + file + ":" + std::to_string(line) + ")";
     detail::check_device_range(src, size - zfill, desc.c_str());
   }
-  Copy c;
-  c.dst = static_cast<unsigned char*>(dst);
-  c.src = static_cast<const unsigned char*>(src);
-  c.size = (unsigned)size;
-  c.zfill = (unsigned)zfill;
-  std::memcpy(c.snapshot, src, size - zfill);
-  c.file = file;
-  c.line = line;
-  std::memset(dst, 0xFF, size);  // undefined until the copy lands: make early reads loud
-  q.uncommitted.push_back(c);
+  queue(q, dst, src, size, zfill, what, file, line);
+}
+
+void memcpy_async_bytes(void* dst, const void* src, size_t size, size_t align, const char* file,
+                        int line) {
+  const char* what = "cuda::memcpy_async";
+  ThreadQueue& q = my_queue(what, file, line);
+  if (align > 1 && (reinterpret_cast<uintptr_t>(dst) % align || reinterpret_cast<uintptr_t>(src) % align ||
+                    size % align))
+    fail("%s at %s:%d in %s: cuda::aligned_size_t<%zu> promises that destination %p, source %p and "
+         "size %zu are multiples of %zu",
+         what, file, line, thread_where().c_str(), align, dst, src, size, align);
+  if (size == 0) return;
+  if (detail::is_device_pointer(src)) {
+    std::string desc = std::string(what) + " source (" + file + ":" + std::to_string(line) + ")";
+    detail::check_device_range(src, size, desc.c_str());
+  }
+  if (detail::is_device_pointer(dst)) {
+    std::string desc = std::string(what) + " destination (" + file + ":" + std::to_string(line) + ")";
+    detail::check_device_range(dst, size, desc.c_str());
+  }
+  queue(q, dst, src, size, 0, what, file, line);
 }
 
 void commit(const char* file, int line) {

@@ -28,6 +28,10 @@ void memcpy_async(void* dst, const void* src, size_t size_and_align, size_t zfil
                   int line);
 void commit(const char* file, int line);
 void wait_prior(size_t prior, const char* file, int line);
+// cuda::memcpy_async (simt/include/cuda/pipeline): any size, any memory; align: the
+// cuda::aligned_size_t promise (1 for none), checked.
+void memcpy_async_bytes(void* dst, const void* src, size_t size, size_t align, const char* file,
+                        int line);
 }  // namespace pipeline_detail
 }  // namespace simt
 

@@ -1,5 +1,6 @@
 // tests/test_simt_wmma.cu — tensor-core WMMA (nvcuda::wmma, <mma.h>) and asynchronous
-// global -> shared copies (pipeline primitives, <cuda_pipeline.h>), checked against plain loops.
+// global -> shared copies (pipeline primitives, <cuda_pipeline.h>, and libcu++'s thread-scope
+// cuda::pipeline, <cuda/pipeline>), checked against plain loops.
 //
 // Built twice: by g++ against simt (build/test_simt, where simt/mma.h and simt/pipeline.h
 // emulate them) and by nvcc (build/test_gpu, on the GPU's tensor cores and cp.async when there is
@@ -12,6 +13,7 @@
 // in which a tensor core sums, and the comparison with the plain loop is exact.
 #include <gtest/gtest.h>
 
+#include <cuda/pipeline>
 #include <cuda_pipeline.h>
 #include <mma.h>
 
@@ -585,6 +587,54 @@ __global__ void double_buffer_kernel(const float* in, int tiles, float* out) {
   out[t] = acc;
 }
 
+// The same double-buffered sum through libcu++'s thread-scope cuda::pipeline: consumer_wait
+// waits for the oldest stage only (tile i), while tile i + 1 stays in flight.
+__global__ void cuda_pipeline_kernel(const float* in, int tiles, float* out) {
+  __shared__ __align__(16) float buf[2][256];
+  auto pipe = cuda::make_pipeline();
+  const int t = threadIdx.x;
+  float acc = 0.0f;
+  pipe.producer_acquire();
+  cuda::memcpy_async(&buf[0][t * 4], &in[t * 4], cuda::aligned_size_t<16>(16), pipe);
+  pipe.producer_commit();
+  for (int i = 0; i < tiles; ++i) {
+    if (i + 1 < tiles) {
+      pipe.producer_acquire();
+      cuda::memcpy_async(&buf[(i + 1) & 1][t * 4], &in[(size_t)(i + 1) * 256 + t * 4],
+                         cuda::aligned_size_t<16>(16), pipe);
+      pipe.producer_commit();
+    }
+    pipe.consumer_wait();
+    __syncthreads();
+    const float* b = buf[i & 1];
+    const int o = (t * 4 + 100) % 256;
+    for (int j = 0; j < 4; ++j) acc += (float)(i + 1) * b[(o + j) % 256];
+    __syncthreads();
+    pipe.consumer_release();
+  }
+  out[t] = acc;
+}
+
+// Two stages of cuda::memcpy_async of 12 bytes (no alignment promise), then
+// pipeline_consumer_wait_prior<1> (stage 0 only), then consumer_wait (stage 1).
+// out[0..3): after wait_prior<1>, out[3..6): s[3..6) after it, out[6..12): everything at the end.
+__global__ void cuda_pipeline_stages_kernel(const float* in, float* out) {
+  __shared__ __align__(16) float s[6];
+  auto pipe = cuda::make_pipeline();
+  pipe.producer_acquire();
+  cuda::memcpy_async(&s[0], &in[0], 12, pipe);
+  pipe.producer_commit();
+  pipe.producer_acquire();
+  cuda::memcpy_async(&s[3], &in[3], 12, pipe);
+  pipe.producer_commit();
+  cuda::pipeline_consumer_wait_prior<1>(pipe);
+  for (int i = 0; i < 6; ++i) out[i] = s[i];
+  pipe.consumer_release();
+  pipe.consumer_wait();
+  for (int i = 0; i < 6; ++i) out[6 + i] = s[i];
+  pipe.consumer_release();
+}
+
 TEST(SimtPipeline, CopiesLandAtTheWaitWithZeroFill) {
   VIT_REQUIRE_GPU();
   std::vector<float> in = quarter_values(256, 2000);
@@ -641,6 +691,30 @@ TEST(SimtPipeline, DoubleBufferedPipelineMatchesPlainLoop) {
   });
 }
 
+TEST(SimtPipeline, CudaPipelineThreadScopeMatchesPlainLoop) {
+  VIT_REQUIRE_GPU();
+  const int tiles = 4;
+  std::vector<float> in = quarter_values(256 * tiles, 2400);
+  std::vector<float> want(64, 0.0f);
+  for (int t = 0; t < 64; ++t)
+    for (int i = 0; i < tiles; ++i)
+      for (int j = 0; j < 4; ++j) want[t] += (float)(i + 1) * in[i * 256 + ((t * 4 + 100) % 256 + j) % 256];
+  DeviceBuffer<float> din(in), dout(64);
+  vit_test::for_each_thread_order([&](const char* order) {
+    LAUNCH(cuda_pipeline_kernel, 1, 64, 0, 0, din.ptr, tiles, dout.ptr);
+    EXPECT_TRUE(vit_test::allclose(dout.download(), want, 0, 0)) << order;
+  });
+  std::vector<float> in6 = {1, 2, 3, 4, 5, 6};
+  DeviceBuffer<float> d6(in6), dstages(12);
+  LAUNCH(cuda_pipeline_stages_kernel, 1, 1, 0, 0, d6.ptr, dstages.ptr);
+  std::vector<float> got = dstages.download();
+  EXPECT_EQ(std::vector<float>(got.begin(), got.begin() + 3), std::vector<float>(in6.begin(), in6.begin() + 3));
+  EXPECT_EQ(std::vector<float>(got.begin() + 6, got.end()), in6);
+#if defined(VIT_SIMT)
+  for (int i = 3; i < 6; ++i) EXPECT_TRUE(std::isnan(got[i])) << i;  // stage 1 not waited for yet
+#endif
+}
+
 #if defined(VIT_SIMT)
 TEST(SimtPipeline, MissingOrEarlyWaitIsLoud) {
   std::vector<float> in = quarter_values(64, 2200);
@@ -678,6 +752,10 @@ __global__ void copy_args_kernel(float* in, float* out, int which) {
   if (which == 1) __pipeline_memcpy_async(&s[1], &in[1], 8);  // 4-byte aligned only
   if (which == 2) __pipeline_memcpy_async(out, in, 16);        // destination in global memory
   if (which == 3) __pipeline_memcpy_async(&s[0], &in[0], 8, 12);
+  if (which == 4) {
+    auto pipe = cuda::make_pipeline();
+    cuda::memcpy_async(&s[0], &in[0], cuda::aligned_size_t<16>(12), pipe);  // 12: not a multiple
+  }
 }
 
 TEST(SimtPipelineDeathTest, StrictAsyncCopyRulesAbort) {
@@ -698,6 +776,9 @@ TEST(SimtPipelineDeathTest, StrictAsyncCopyRulesAbort) {
                "copy_args_kernel.*dst_shared .* is device \\(global\\) memory");
   EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 3),
                "copy_args_kernel.*zfill 12 exceeds size_and_align 8");
+  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 4),
+               "cuda::memcpy_async at .* in kernel copy_args_kernel.*cuda::aligned_size_t<16> promises "
+               "that destination .*, source .* and size 12 are multiples of 16");
 }
 #endif  // VIT_SIMT
 
