@@ -9,7 +9,10 @@
 //
 // Staging is double-buffered by a per-lane sequence number: operation n uses buffer n % 2, and no
 // lane can reach operation n + 2 (reusing that buffer) before every lane has arrived at n + 1,
-// i.e. finished reading buffer n % 2. So one __syncwarp per operation suffices.
+// i.e. finished reading buffer n % 2. So one __syncwarp per operation suffices. The last lane to
+// deposit (fibers are cooperative: the arrivals are counted one at a time) checks everyone's
+// arguments and, for mma_sync, computes the D tile once for the warp; after the __syncwarp each
+// lane takes its own elements.
 #include "simt/mma.h"
 
 #include <map>
@@ -161,13 +164,19 @@ struct LaneRec {
   float a[16], b[16], c[8];  // mma: this lane's A, B, C elements as the tensor core reads them
 };
 struct WarpStage {
-  uint32_t seq[32];
-  LaneRec rec[2][32];
+  uint32_t seq[32];      // per lane: WMMA operations started
+  LaneRec rec[2][32];    // per buffer, per lane: what the lane brought
+  uint32_t arrived[2];   // per buffer: lanes that have deposited for the current operation
+  uint32_t done[2];      // per buffer: the operation number the last arriver completed
+  float d[2][256];       // per buffer: mma_sync's D tile (m x n row-major), computed once
 };
 WarpStage g_stage[32];  // 1024 threads per block at most: 32 warps
 
 struct Lane {
   unsigned lane, warp;
+  WarpStage* st;
+  unsigned buf;     // this operation's buffer
+  uint32_t number;  // this operation's number (the same in every lane)
   LaneRec* rec;     // this lane's record in this operation's buffer
   LaneRec* recs;    // the 32 records of this operation's buffer
 };
@@ -206,7 +215,10 @@ Lane enter(Op op, const FragDesc* const* d, int nd, const void* ptr, unsigned ld
            file, line, where_warp(L.warp).c_str(), layout);
   }
   WarpStage& st = g_stage[L.warp];
-  const unsigned buf = st.seq[L.lane]++ & 1u;
+  L.st = &st;
+  L.number = ++st.seq[L.lane];
+  const unsigned buf = L.number & 1u;
+  L.buf = buf;
   L.recs = st.rec[buf];
   L.rec = &L.recs[L.lane];
   LaneRec& r = *L.rec;
@@ -221,8 +233,9 @@ Lane enter(Op op, const FragDesc* const* d, int nd, const void* ptr, unsigned ld
   return L;
 }
 
-void agree(const Lane& L) {
-  const LaneRec& r = *L.rec;
+// Lane `lane`'s record against lane 0's.
+void agree(const Lane& L, unsigned lane) {
+  const LaneRec& r = L.recs[lane];
   const LaneRec& r0 = L.recs[0];
   if (r0.block.x != r.block.x || r0.block.y != r.block.y || r0.block.z != r.block.z)
     fail("%s at %s:%d in %s: internal error: two blocks use one warp's WMMA staging at once",
@@ -230,19 +243,38 @@ void agree(const Lane& L) {
   if (r.op != r0.op)
     fail("%s at %s:%d in %s: lane %u calls %s while lane 0 calls %s at %s:%d. All 32 lanes of the "
          "warp must call the same WMMA operation",
-         op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), L.lane, op_name(r.op),
+         op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), lane, op_name(r.op),
          op_name(r0.op), r0.file, r0.line);
   for (int i = 0; i < 4; ++i)
     if (r.d[i] != r0.d[i] && (!r.d[i] || !r0.d[i] || desc_key(*r.d[i]) != desc_key(*r0.d[i])))
       fail("%s at %s:%d in %s: lane %u passes a %s while lane 0 passes a %s at %s:%d. All 32 lanes "
            "of the warp must pass the same arguments",
-           op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), L.lane,
+           op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), lane,
            frag_name(*r.d[i]).c_str(), frag_name(*r0.d[i]).c_str(), r0.file, r0.line);
   if (r.op != Op::Mma && (r.ptr != r0.ptr || r.ldm != r0.ldm || r.layout != r0.layout))
     fail("%s at %s:%d in %s: lane %u passes (pointer %p, ldm %u, %s) while lane 0 passes (pointer "
          "%p, ldm %u, %s) at %s:%d. All 32 lanes of the warp must pass the same arguments",
-         op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), L.lane, r.ptr, r.ldm,
+         op_name(r.op), r.file, r.line, where_warp(L.warp).c_str(), lane, r.ptr, r.ldm,
          layout_name(r), r0.ptr, r0.ldm, layout_name(r0), r0.file, r0.line);
+}
+
+// The lane has deposited: the last of the 32 to do so checks that they all brought the same
+// (so a mismatch aborts before anything is computed from it) and returns true.
+bool arrive(const Lane& L) {
+  WarpStage& st = *L.st;
+  if (++st.arrived[L.buf] < 32) return false;
+  st.arrived[L.buf] = 0;
+  for (unsigned l = 1; l < 32; ++l) agree(L, l);
+  st.done[L.buf] = L.number;
+  return true;
+}
+// After the __syncwarp: the operation is complete only if all 32 lanes arrived at it (not some
+// at a plain __syncwarp, which the warp-op check alone would accept).
+void completed(const Lane& L) {
+  if (L.st->done[L.buf] != L.number)
+    fail("%s at %s:%d in %s: lane %u met other lanes of its warp at a __syncwarp that is not this "
+         "WMMA operation. All 32 lanes of the warp must call it",
+         op_name(L.rec->op), L.rec->file, L.rec->line, where_warp(L.warp).c_str(), L.lane);
 }
 
 // Offset in elements of tile element e in memory of the given layout.
@@ -292,8 +324,9 @@ void load(const FragDesc& d, void* x, const void* p, unsigned ldm, int mem_layou
           int line) {
   const FragDesc* ds[1] = {&d};
   Lane L = enter(Op::Load, ds, 1, p, ldm, mem_layout, file, line);
+  arrive(L);
   __syncwarp(0xffffffffu, file, line);
-  agree(L);
+  completed(L);
   const Table& t = table(d);
   const size_t eb = elem_bytes(d.elem);
   const unsigned char* src = static_cast<const unsigned char*>(p);
@@ -306,8 +339,9 @@ void store(const FragDesc& d, const void* x, void* p, unsigned ldm, int mem_layo
            const char* file, int line) {
   const FragDesc* ds[1] = {&d};
   Lane L = enter(Op::Store, ds, 1, p, ldm, mem_layout, file, line);
+  arrive(L);
   __syncwarp(0xffffffffu, file, line);
-  agree(L);
+  completed(L);
   const Table& t = table(d);
   const size_t eb = elem_bytes(d.elem);
   const unsigned char* src = static_cast<const unsigned char*>(x);
@@ -318,7 +352,7 @@ void store(const FragDesc& d, const void* x, void* p, unsigned ldm, int mem_layo
 
 namespace {
 // The whole tile of fragment d (rows x cols floats, row-major) from the staged records. check:
-// verify that all copies of each element agree (one lane does it; they all see the same data).
+// verify that all copies of each element agree.
 void gather(const LaneRec* recs, const FragDesc& d, int which, float* tile, bool check, const char* what, const LaneRec& me, unsigned warp) {
   const Table& t = table(d);
   const unsigned elems = (unsigned)d.rows * d.cols;
@@ -352,22 +386,30 @@ void mma(const FragDesc& dd, void* dx, const FragDesc& da, const void* ax, const
   for (unsigned i = 0; i < da.ne; ++i) r.a[i] = to_float(da, ax, (int)i);
   for (unsigned i = 0; i < db.ne; ++i) r.b[i] = to_float(db, bx, (int)i);
   for (unsigned i = 0; i < dc.ne; ++i) r.c[i] = to_float(dc, cx, (int)i);
+  if (arrive(L)) {
+    // The last lane to arrive computes the whole D tile once, from everyone's deposits.
+    const unsigned N = dd.n, K = dd.k, elems = (unsigned)dd.m * dd.n;
+    float A[32 * 16], B[16 * 32], C[16 * 16];  // m x k, k x n, m x n, row-major
+    gather(L.recs, da, 0, A, true, "a", r, L.warp);
+    gather(L.recs, db, 1, B, true, "b", r, L.warp);
+    gather(L.recs, dc, 2, C, true, "c", r, L.warp);
+    float* D = L.st->d[L.buf];
+    for (unsigned e = 0; e < elems; ++e) {
+      const unsigned row = e / N, col = e % N;
+      // FP32 accumulation from C in k order; products of half/bf16/tf32 values are exact in FP32.
+      float acc = C[e];
+      for (unsigned k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
+      D[e] = acc;
+    }
+  }
   __syncwarp(0xffffffffu, file, line);
-  agree(L);
-  const unsigned N = dd.n, K = dd.k;
-  float A[32 * 16], B[16 * 32], C[16 * 16];  // m x k, k x n, m x n, row-major
-  const bool check = L.lane == 0;
-  gather(L.recs, da, 0, A, check, "a", r, L.warp);
-  gather(L.recs, db, 1, B, check, "b", r, L.warp);
-  gather(L.recs, dc, 2, C, check, "c", r, L.warp);
+  completed(L);
+  const float* D = L.st->d[L.buf];
   const Table& t = table(dd);
   for (unsigned i = 0; i < dd.ne; ++i) {
-    const unsigned e = t.fwd[L.lane * dd.ne + i], row = e / N, col = e % N;
-    // FP32 accumulation from C in k order; products of half/bf16/tf32 values are exact in FP32.
-    float acc = C[e];
-    for (unsigned k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
-    if (dd.elem == Elem::Half) static_cast<__half*>(dx)[i] = __float2half(acc);
-    else static_cast<float*>(dx)[i] = acc;
+    const float v = D[t.fwd[L.lane * dd.ne + i]];
+    if (dd.elem == Elem::Half) static_cast<__half*>(dx)[i] = __float2half(v);
+    else static_cast<float*>(dx)[i] = v;
   }
 }
 

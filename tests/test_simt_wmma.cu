@@ -451,6 +451,12 @@ __global__ void mixed_ops_kernel(const float* C, float* out) {
   if (threadIdx.x < 16) wmma::load_matrix_sync(c, C, 16, wmma::mem_row_major);
   else wmma::store_matrix_sync(out, c, 16, wmma::mem_row_major);
 }
+// Half the warp meets the other half at a plain __syncwarp instead of the load.
+__global__ void syncwarp_instead_kernel(const float* C, float* out) {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+  if (threadIdx.x < 16) wmma::load_matrix_sync(c, C, 16, wmma::mem_row_major);
+  else __syncwarp();
+}
 // Writes one copy of a replicated half A element only: the copies disagree at mma_sync.
 __global__ void one_copy_kernel(const __half* A, float* out) {
   wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
@@ -493,6 +499,9 @@ TEST(SimtWmmaDeathTest, WarpCollectiveMisuseAborts) {
     EXPECT_DEATH(LAUNCH(mixed_ops_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "mixed_ops_kernel.*calls wmma::(load|store)_matrix_sync while lane 0 calls "
                  "wmma::(load|store)_matrix_sync.*same WMMA operation");
+    EXPECT_DEATH(LAUNCH(syncwarp_instead_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+                 "wmma::load_matrix_sync at .* in kernel syncwarp_instead_kernel .*: lane [0-9]+ met "
+                 "other lanes of its warp at a __syncwarp that is not this WMMA operation");
   });
   // A block of 48 threads: its second warp has 16 lanes.
   EXPECT_DEATH(LAUNCH(elementwise_kernel, 1, 48, 0, 0, dC.ptr, out.ptr, out.ptr + 256),
