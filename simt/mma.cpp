@@ -191,8 +191,8 @@ const char* layout_name(const LaneRec& r) {
   return r.layout == 0 ? "mem_row_major" : "mem_col_major";
 }
 
-// Validates what the calling lane passes, deposits it, waits for the whole warp, and checks
-// that every lane passed the same.
+// Validates what the calling lane passes and deposits it in this operation's staging buffer.
+// Then: arrive() (the last lane checks that all 32 agree), __syncwarp, completed().
 Lane enter(Op op, const FragDesc* const* d, int nd, const void* ptr, unsigned ldm, int layout,
            const char* file, int line) {
   const unsigned linear = threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
