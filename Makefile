@@ -22,7 +22,9 @@ PYTHON     ?= python3
 
 OPT        ?= -O2
 CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
-SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include -x c++
+# simt/include/ comes first so that <mma.h>, <cuda_pipeline.h> and <cuda_pipeline_primitives.h>
+# are simt's device-side emulations (NVIDIA's compile to nothing outside nvcc).
+SIMTFLAGS  := -DVIT_SIMT -Isimt/include -isystem $(CUDA_HOME)/include -x c++
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
               --expt-relaxed-constexpr -diag-suppress 177
 LIBS_CPU   := -lopenblas -lgomp -lpthread

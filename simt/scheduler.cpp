@@ -708,5 +708,9 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   return t->result;
 }
 
+// For simt's add-ons (simt/mma.cpp, simt/pipeline.cpp), which build on the public intrinsics
+// and only need this for their messages: "kernel K (launched at f:l) block (x,y,z)".
+std::string current_kernel_where() { return g_blk.launch ? where() : std::string("host code"); }
+
 }  // namespace detail
 }  // namespace simt
