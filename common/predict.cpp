@@ -86,7 +86,7 @@ int predict_main(const std::vector<std::string>& args, std::ostream& out, std::o
           [&](const std::string& v) { device = cli::parse_choice("--device", v, {"cpu", "cuda"}); });
   p.value("top-k", "K", "classes printed per image (default 5)",
           [&](const std::string& v) { top_k = cli::parse_int("--top-k", v); });
-  p.flag("json", "one JSON object per image and line: image, probs (all classes), top",
+  p.flag("json", "one JSON object per image and line: image, logits and probs (all classes), top",
          [&] { json = true; });
   p.value("attention", "DIR",
           "also write attention pictures into DIR (created if missing): per image DIR/NAME.rollout.png, the attention rollout (Abnar & Zuidema 2020) of the CLS token over the patches as a heat map on the resized image",
@@ -187,6 +187,7 @@ int predict_main(const std::vector<std::string>& args, std::ostream& out, std::o
         if (json) {
           nlohmann::json j;
           j["image"] = path;
+          j["logits"] = std::vector<float>(l, l + K);  // for tools/check_export.py
           j["probs"] = prob;
           j["top"] = nlohmann::json::array();
           for (int i = 0; i < k; ++i)
