@@ -155,8 +155,8 @@ int predict_main(const std::vector<std::string>& args, std::ostream& out, std::o
     m->set_params(w.params.data());
 
     std::vector<float> x((size_t)mo.max_batch * 3 * S * S), logits((size_t)mo.max_batch * K);
-    std::vector<float> probs(maps ? (size_t)mo.max_batch * probs_per_image : 0);
-    std::vector<Image> decoded(mo.max_batch);
+    std::vector<float> probs(maps ? (size_t)mo.max_batch * probs_per_image : 0);  // (B, L, NH, T, T)
+    std::vector<Image> decoded(mo.max_batch);  // the batch's pixels, to draw the maps on
     for (size_t b0 = 0; b0 < images.size(); b0 += (size_t)mo.max_batch) {
       const int B = (int)std::min(images.size() - b0, (size_t)mo.max_batch);
       for (int b = 0; b < B; ++b) {
