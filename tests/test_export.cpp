@@ -155,6 +155,24 @@ TEST(Export, TintnRoundTrip) {
   EXPECT_NE(py.find("ViTForClassfication(config)"), std::string::npos) << py;
 }
 
+// A bare PyTorch state dict (tintn's, no __metadata__) needs --heads; the export then records
+// them, so it loads with no flags, holding the fixture's weights.
+TEST(Export, BarePyTorchFileWithHeadsFlag) {
+  TempDir d;
+  const std::string fx = vit_test::fs::fixture("tintn_weights.safetensors"), out = d.path("t.safetensors");
+  ASSERT_EQ(run_export({"--weights", fx, "--format", "tintn", "--heads", "3", "-o", out}).status, 0);
+  vit::LoadOptions lo;
+  lo.base = vit::preset("basic");
+  lo.base.heads = 3;
+  lo.given["heads"] = "3";
+  const vit::LoadedWeights want = vit::load_weights(fx, lo), got = vit::load_weights(out, {});
+  EXPECT_EQ(got.config.heads, 3);
+  EXPECT_EQ(vit::config_to_metadata(got.config), vit::config_to_metadata(want.config));
+  EXPECT_EQ(got.params, want.params);
+  // Recorded: no shape tells the heads (hidden 48 splits into the basic preset's 4 as well).
+  EXPECT_EQ(vit::SafeTensorsFile(out).metadata().at("heads"), "3");
+}
+
 TEST(Export, ContradictingFormatIsOneLineAndWritesNothing) {
   TempDir d;
   const Config b16 = torchvision_like(), basic = tintn_like();

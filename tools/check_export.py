@@ -2,7 +2,7 @@
 """Check vit_export against PyTorch itself (run by hand; CI does not need torch):
 
     python3 tools/check_export.py --weights runs/X/best.safetensors [--format torchvision|tintn]
-                                  [--bin .] [--tol 1e-4] [IMAGE ...]
+                                  [--heads N] [--bin .] [--tol 1e-4] [IMAGE ...]
 
 1. ./vit_export writes the weights in the PyTorch layout (default: torchvision when the model
    has a final LayerNorm, else tintn);
@@ -91,6 +91,7 @@ def main():
     p.add_argument("--format", choices=["torchvision", "tintn"], help="default: from the model's final LayerNorm")
     p.add_argument("--bin", default=os.path.join(HERE, ".."), help="directory of vit_export and vit_predict")
     p.add_argument("--tol", type=float, default=1e-4, help="|a - b| <= tol * (1 + |b|) per logit")
+    p.add_argument("--heads", type=int, help="number of heads of a PyTorch file that does not record it")
     p.add_argument("images", nargs="*")
     a = p.parse_args()
 
@@ -103,8 +104,9 @@ def main():
             _, md0 = read_safetensors(a.weights)
             a.format = "torchvision" if md0.get("final_ln", "false") == "true" else "tintn"
         export = os.path.join(tmp, "export.safetensors")
+        heads = ["--heads", str(a.heads)] if a.heads else []
         r = subprocess.run([os.path.join(a.bin, "vit_export"), "--weights", a.weights, "--format", a.format,
-                            "-o", export], capture_output=True, text=True)
+                            "-o", export] + heads, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit("vit_export failed: " + r.stderr.strip())
         tensors, md = read_safetensors(export)
@@ -127,7 +129,7 @@ def main():
                 pix.append(px)
 
         r = subprocess.run([os.path.join(a.bin, "vit_predict"), "--weights", a.weights, "--json",
-                            "--device", "cpu", "--top-k", "1"] + images, capture_output=True, text=True)
+                            "--device", "cpu", "--top-k", "1"] + heads + images, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit("vit_predict failed: " + r.stderr.strip())
         ours = [json.loads(line) for line in r.stdout.splitlines()]
