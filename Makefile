@@ -1,6 +1,6 @@
 # vit.cu — build
 #
-#   make            ./vit_train and ./vit_predict with nvcc (GPU program)
+#   make            ./vit_train, ./vit_predict and ./vit_export with nvcc (GPU programs)
 #   make test       build and run the tests: the CUDA code under simt (g++, on the CPU, always)
 #                   and the CUDA tests built by nvcc (run on a GPU when one is present)
 #   make bench      ./vit_bench
@@ -53,7 +53,7 @@ else
 endif
 
 # --- sources ------------------------------------------------------------------------------
-MAINS      := host/vit_train.cu host/vit_predict.cu
+MAINS      := host/vit_train.cu host/vit_predict.cu host/vit_export.cu
 PLAIN_SRC  := $(wildcard common/*.cpp cpu/*.cpp bench/*.cpp)
 HOST_SRC   := $(filter-out $(MAINS),$(wildcard host/*.cu))
 SIMT_SRC   := $(wildcard simt/*.cpp)
@@ -67,7 +67,7 @@ HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
 SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
 
 .PHONY: all test test-simt test-gpu bench resources deps data weights clean check-nvcc check-headers
-all: vit_train vit_predict
+all: vit_train vit_predict vit_export
 
 # --- one-line diagnoses for a missing toolchain or package ------------------------------------
 check-nvcc:
@@ -110,6 +110,9 @@ vit_train: build/gpu/host/vit_train.o $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
 vit_predict: build/gpu/host/vit_predict.o $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_GPU)
+# vit_export runs no CUDA code: common/ and cpu/ are all it needs.
+vit_export: build/gpu/host/vit_export.o $(filter build/cpu/common/% build/cpu/cpu/%,$(PLAIN_OBJ))
+	$(NVCC) $(GENCODE) -o $@ $^ $(LIBS_CPU)
 
 # vit_bench links cuDNN when its header and library are found (its baselines), else goes without.
 CUDNN_H    := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
@@ -168,6 +171,6 @@ vit_b_16.safetensors:
 	echo "error: make weights needs torch and torchvision: apt install python3-torchvision (Debian/Ubuntu) or pip install torch torchvision" >&2; exit 1
 
 clean:
-	rm -rf build vit_train vit_predict vit_bench
+	rm -rf build vit_train vit_predict vit_export vit_bench
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -129,6 +129,13 @@ class Model {
   // config.image_size; writes logits (B, K). For vit_predict. x is stored as forward() stores
   // its input: rounded to half when uses_fp16_input (vit_predict turns that off).
   virtual void infer(const float* x, int B, float* logits) = 0;
+
+  // infer() that also returns every layer's attention probabilities, for attention maps
+  // (vit_predict --attention): probs (B, L, NH, T, T), probs[b][l][h][i][j] =
+  // softmax_j(q_i . k_j / sqrt(hd)) of image b, layer l, head h (rows sum to 1; inference has
+  // no dropout). T = config.tokens(), token 0 is CLS. The default refuses (models that wrap
+  // another, in tests); the CPU and CUDA models implement it.
+  virtual void infer_attention(const float* x, int B, float* logits, float* probs);
 };
 
 // Weight initialisation matching each preset's PyTorch original: Linear/Conv weights

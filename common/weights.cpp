@@ -1,6 +1,7 @@
 #include "common/weights.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -478,11 +479,54 @@ void save_checkpoint(const std::string& path, const Config& c, const ParamLayout
   write_safetensors(path, ts, md);
 }
 
+std::string export_problem(WeightFormat f, const Config& c) {
+  if (f == WeightFormat::Ours) return "";
+  auto shortf = [](float v) {  // the shortest text that reads back as v: "1e-05", not 9.99999975e-06
+    char b[32];
+    for (int prec = 1; prec <= 9; ++prec) {
+      snprintf(b, sizeof b, "%.*g", prec, v);
+      if (std::strtof(b, nullptr) == v) break;
+    }
+    return std::string(b);
+  };
+  struct Fixed { Gelu gelu; float eps; bool final_ln; };
+  auto fixed = [](WeightFormat g) {
+    return g == WeightFormat::Tintn ? Fixed{Gelu::Tanh, 1e-5f, false} : Fixed{Gelu::Erf, 1e-6f, true};
+  };
+  // What differs between the model and layout g's constants ("" when nothing).
+  auto diffs = [&](WeightFormat g) {
+    const Fixed k = fixed(g);
+    std::vector<std::string> d;
+    if (c.gelu != k.gelu)
+      d.push_back(std::string(gelu_name(k.gelu)) + " GELU, this model " + gelu_name(c.gelu));
+    if (c.ln_eps != k.eps)
+      d.push_back("LayerNorm eps " + shortf(k.eps) + ", this model " + shortf(c.ln_eps));
+    if (c.final_ln != k.final_ln)
+      d.push_back(std::string(k.final_ln ? "a" : "no") + " final LayerNorm, this model " +
+                  (c.final_ln ? "has one" : "none"));
+    if (g == WeightFormat::Torchvision && c.channels != 3)
+      d.push_back("3 input channels, this model " + std::to_string(c.channels));
+    std::string s;
+    for (const auto& x : d) s += (s.empty() ? "" : "; ") + x;
+    return s;
+  };
+  const std::string why = diffs(f);
+  if (why.empty()) return "";
+  const WeightFormat other = f == WeightFormat::Tintn ? WeightFormat::Torchvision : WeightFormat::Tintn;
+  const std::string name = f == WeightFormat::Tintn ? "tintn's ViTForClassfication" : "torchvision's VisionTransformer";
+  return "cannot write this model in the " + std::string(weight_format_name(f)) + " layout: " + name +
+         " has " + why + " (" +
+         (diffs(other).empty() ? "export it as " + std::string(weight_format_name(other))
+                               : std::string("neither PyTorch layout fits; keep the vit.cu checkpoint")) +
+         ")";
+}
+
 void export_weights(const std::string& path, WeightFormat f, const Config& c, const float* params,
                     const std::map<std::string, std::string>& extra_metadata) {
-  if (f == WeightFormat::Torchvision && !c.final_ln)
-    throw Error(path + ": torchvision's VisionTransformer always has a final LayerNorm; this model "
-                "has none (export it as tintn or vit.cu instead)");
+  {
+    const std::string p = export_problem(f, c);
+    if (!p.empty()) throw Error(path + ": " + p);
+  }
   std::vector<MappedTensor> map;
   try {
     map = tensor_map(c, f);

@@ -84,11 +84,20 @@ void save_checkpoint(const std::string& path, const Config& c, const ParamLayout
                      const std::map<std::string, std::string>& extra_metadata = {});
 
 // The parameters in a PyTorch layout (to go back to PyTorch: load_state_dict on the original
-// module after reading the file with safetensors). The config goes into __metadata__ too.
-// tintn has no final LayerNorm, torchvision always has one and always a qkv bias (written as
-// zeros when the model has none): a model that cannot be expressed is a vit::Error.
+// module after reading the file with safetensors; vit_export is the command). The config goes
+// into __metadata__ too (heads included: no shape tells them), and `extra_metadata` (class
+// names, ...). Torchvision always has a qkv bias (written as zeros when the model has none).
+// Written atomically (write_safetensors: temporary file + rename).
+// The architecture constants of each PyTorch original are fixed in its code, not in its
+// weights, so a model whose constants differ would load there and compute something else:
+//   tintn:       tanh GELU, LayerNorm eps 1e-5, no final LayerNorm
+//   torchvision: erf GELU, LayerNorm eps 1e-6, a final LayerNorm (encoder.ln), 3 input channels
+// export_weights refuses such a model (vit::Error, one line naming each difference and the
+// format that fits, if one does).
 void export_weights(const std::string& path, WeightFormat f, const Config& c, const float* params,
                     const std::map<std::string, std::string>& extra_metadata = {});
+// Empty when `c` can be written in PyTorch layout `f` (above), else the reason, one line.
+std::string export_problem(WeightFormat f, const Config& c);
 
 // Bicubic resize of planes (P, H, W) -> (P, OH, OW) exactly as PyTorch's
 // interpolate(mode='bicubic', align_corners=False) (A = -0.75, source index

@@ -344,6 +344,22 @@ class CpuModel : public Model {
     have_forward_ = false;
   }
 
+  // infer() plus the probabilities the reference keeps for its backward anyway, reordered
+  // from per-layer (B, NH, T, T) slabs to (B, L, NH, T, T).
+  void infer_attention(const float* x, int B, float* logits, float* probs) override {
+    const size_t img = (size_t)c_.channels * c_.image_size * c_.image_size;
+    const size_t L = c_.layers, Tn = c_.tokens(), head = (size_t)c_.heads * Tn * Tn;
+    for (int b0 = 0; b0 < B; b0 += o_.max_batch) {
+      const int nb = std::min(o_.max_batch, B - b0);
+      infer(x + b0 * img, nb, logits + (size_t)b0 * c_.classes);
+      for (int b = 0; b < nb; ++b)
+        for (size_t l = 0; l < L; ++l) {
+          const float* src = ref_.probs((int)l) + (size_t)b * head;
+          std::copy(src, src + head, probs + ((size_t)(b0 + b) * L + l) * head);
+        }
+    }
+  }
+
  private:
   Config c_;
   ModelOptions o_;
@@ -359,6 +375,10 @@ class CpuModel : public Model {
 }  // namespace vit::ref
 
 namespace vit {
+void Model::infer_attention(const float*, int, float*, float*) {
+  throw Error("this model does not return attention probabilities");
+}
+
 std::unique_ptr<Model> make_cpu_model(const Config& c, const ModelOptions& o) {
   return std::make_unique<ref::CpuModel>(c, o);
 }

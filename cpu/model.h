@@ -37,6 +37,8 @@ class RefModel {
 
   const T* logits() const { return logits_.data(); }  // (B, K) of the last forward
   const T* losses() const { return losses_.data(); }  // (B)
+  // (B, NH, T, T) attention probabilities of layer l in the last forward, before dropout.
+  const T* probs(int l) const { return probs_[l].data(); }
   int batch() const { return B_; }
   const Config& config() const { return c_; }
   const ParamLayout& layout() const { return l_; }

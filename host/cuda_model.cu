@@ -292,6 +292,7 @@ class CudaModel final : public Model {
     if (copy_stream_) cudaStreamSynchronize(copy_stream_);
     for (float* p : {params_, grads_, m_, v_}) cudaFree(p);
     for (void* p : arena_pieces_) cudaFree(p);
+    cudaFree(probs_);
     for (int s = 0; s < 2; ++s) {
       cudaFreeHost(stage_img_[s]);
       cudaFreeHost(stage_label_[s]);
@@ -499,6 +500,32 @@ class CudaModel final : public Model {
     have_forward_ = false;
   }
 
+  // infer() a chunk at a time, then each layer's probabilities recomputed from its saved qkv
+  // and lse (attention_probs) into one (max_batch, NH, T, T) buffer, allocated on first use
+  // (training never needs it) and copied out image by image into (B, L, NH, T, T).
+  void infer_attention(const float* x, int B, float* logits, float* probs) override {
+    if (B < 0) throw Error("infer_attention: negative batch size");
+    const size_t per_image = (size_t)dims_.Cin * dims_.R * dims_.R;
+    const size_t head = (size_t)dims_.NH * dims_.T * dims_.T, L = dims_.L;
+    if (!probs_) {
+      CUDA_CHECK(cudaMalloc((void**)&probs_, (size_t)dims_.B * head * sizeof(float)));
+      name_allocation(probs_, "attention_probs");
+    }
+    for (int b0 = 0; b0 < B; b0 += dims_.B) {
+      const int nb = std::min(dims_.B, B - b0);
+      infer(x + b0 * per_image, nb, logits + (size_t)b0 * dims_.K);
+      for (size_t l = 0; l < L; ++l) {
+        attention_probs(stream_, layer_[l].qkv, layer_[l].lse, probs_, nb, dims_.T, dims_.C,
+                        dims_.NH);
+        for (int b = 0; b < nb; ++b)
+          CUDA_CHECK(cudaMemcpyAsync(probs + ((size_t)(b0 + b) * L + l) * head,
+                                     probs_ + (size_t)b * head, head * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));  // probs_ is reused by the next layer
+      }
+    }
+  }
+
  private:
   // Forward from the normalised input act_.x to act_.logits, B images. Dropout only when train.
   void encoder_forward(int B, bool train, uint64_t step) {
@@ -651,6 +678,7 @@ class CudaModel final : public Model {
   float* v_ = nullptr;       // (total) Adam second moment
   Activations act_{};
   std::vector<void*> arena_pieces_;
+  float* probs_ = nullptr;  // (max_batch, NH, T, T) attention maps' buffer (infer_attention)
   std::vector<Layer> layer_;  // per-layer views into act_
   size_t scratch_floats_ = 0;
   int nspans_ = 0;

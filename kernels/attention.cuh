@@ -47,6 +47,12 @@
 // Tails: rows >= T and tile rows past T are zero-filled and masked (score -inf / P = 0); threads
 // of such rows still take part in every barrier and shuffle (full-warp masks are valid).
 // Supported head dims: 16, 32, 64 (template); others fail with a vit::Error naming the shape.
+//
+// Probabilities for attention maps (inference only, vit_predict --attention): the fused forward
+// never stores P, so attention_probs() recomputes it from the saved qkv and lse in a separate,
+// deliberately simple kernel: one thread per (b, h, i, j), P_ij = exp(q_i . k_j * scale - lse_i)
+// — the same formula the backward uses, so the maps are the probabilities the forward used
+// (before dropout). It writes a (B, NH, T, T) tensor, which is why training never calls it.
 #pragma once
 
 #include <cmath>
@@ -367,6 +373,24 @@ ATTN_UNROLL4
   }
 }
 
+// P (B, NH, T, T) from qkv (B, T, 3C) and lse (B, NH, T). grid (ceil(T/128), T, B*NH): thread
+// x of block (jx, i, bh) owns key j = jx*128 + x of query row i; consecutive threads read
+// consecutive k rows (a head row is hd contiguous floats) and write consecutive P_ij.
+constexpr int kProbThreads = 128;
+static __global__ void __launch_bounds__(kProbThreads)
+    attention_probs_kernel(const float* __restrict__ qkv, const float* __restrict__ lse,
+                           float* __restrict__ probs, int T, int C, int NH, int hd, float scale) {
+  const int j = blockIdx.x * kProbThreads + threadIdx.x, i = blockIdx.y, bh = blockIdx.z;
+  if (j >= T) return;
+  const int b = bh / NH, h = bh % NH;
+  const size_t C3 = 3 * (size_t)C;
+  const float* q = qkv + ((size_t)b * T + i) * C3 + (size_t)h * hd;
+  const float* k = qkv + ((size_t)b * T + j) * C3 + C + (size_t)h * hd;
+  float s = 0.0f;
+  for (int d = 0; d < hd; ++d) s = fmaf(q[d], k[d], s);
+  probs[((size_t)bh * T + i) * T + j] = expf(s * scale - lse[(size_t)bh * T + i]);
+}
+
 // Head dim of a supported shape; throws vit::Error otherwise.
 inline int check_shape(const char* fn, int B, int T, int C, int NH, float p_drop) {
   auto fail = [&](const std::string& why) {
@@ -426,6 +450,20 @@ inline void attention_forward(cudaStream_t st, const float* qkv, float* out, flo
     case 32: attn_detail::forward_launch<32>(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step); break;
     default: attn_detail::forward_launch<64>(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step); break;
   }
+}
+
+// qkv (B,T,3C) and lse (B,NH,T) of an attention_forward -> probs (B,NH,T,T) (=): the softmax
+// probabilities before dropout. For attention maps at inference (see the top of this file).
+inline void attention_probs(cudaStream_t st, const float* qkv, const float* lse, float* probs,
+                            int B, int T, int C, int NH) {
+  const int hd = attn_detail::check_shape("attention_probs", B, T, C, NH, 0.0f);
+  if ((size_t)B * NH > 65535 || T > 65535)
+    throw Error("attention_probs: batch x heads and tokens must be at most 65535 (B=" +
+                std::to_string(B) + ", heads=" + std::to_string(NH) + ", T=" + std::to_string(T) + ")");
+  if (B == 0) return;
+  const dim3 grid(ceil_div(T, attn_detail::kProbThreads), T, B * NH);
+  LAUNCH(attn_detail::attention_probs_kernel, grid, attn_detail::kProbThreads, 0, st, qkv, lse,
+         probs, T, C, NH, hd, 1.0f / std::sqrt((float)hd));
 }
 
 // Floats of device scratch attention_backward needs: D (B, NH, T).

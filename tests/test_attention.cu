@@ -154,6 +154,46 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"peaked_T65_hd32_drop", 1, 65, 64, 2, 0.1f, 6.0f, 10.0}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
+// attention_probs (the maps' kernel) recomputes P from the forward's qkv and lse: the reference's
+// probabilities (saved before dropout, so the forward's dropout must not change them), every
+// element written (NaN-filled output), rows summing to 1, the same bits in every thread order.
+TEST(Attention, ProbsKernelMatchesReferenceProbabilities) {
+  VIT_REQUIRE_GPU();
+  for (const Case c : {Case{"T17_hd16", 2, 17, 32, 2, 0.1f}, Case{"T65_hd64", 1, 65, 128, 2, 0.0f},
+                       Case{"T197_hd64", 1, 197, 64, 1, 0.0f}, Case{"peaked", 1, 65, 64, 2, 0.0f, 6.0f, 10.0}}) {
+    SCOPED_TRACE(c.name);
+    const size_t BT = (size_t)c.B * c.T, PT = (size_t)c.B * c.NH * c.T * c.T;
+    const uint64_t seed = 99, step = 3;
+    const uint32_t site = vit::layer_site(1, 0);
+    const std::vector<float> qkv_h = random_vec(BT * 3 * c.C, 31 + c.T, -c.range, c.range);
+    std::vector<float> out_ref(BT * c.C), probs_ref(PT);
+    vit::ref::attention_forward<float>(qkv_h.data(), out_ref.data(), probs_ref.data(), c.B, c.T,
+                                       c.C, c.NH, c.p_drop, seed, site, step);
+    Buf qkv(qkv_h);
+    std::vector<float> first;
+    vit_test::for_each_thread_order([&](const char* order) {
+      SCOPED_TRACE(order);
+      Buf out = nan_buffer(BT * c.C), lse = nan_buffer((size_t)c.B * c.NH * c.T);
+      Buf probs = nan_buffer(PT);
+      vit::attention_forward(0, qkv, out, lse, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
+      vit::attention_probs(0, qkv, lse, probs, c.B, c.T, c.C, c.NH);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> p = probs.download();
+      // P = exp(S - lse): a relative error of lse's and S's float rounding (|S| up to ~30 in
+      // the peaked case), on values <= 1.
+      EXPECT_TRUE(vit_test::allclose(p, probs_ref, 2e-5 * c.tol, 1e-6 * c.tol)) << "probs";
+      for (size_t r = 0; r < PT / c.T; ++r) {
+        double sum = 0;
+        for (int j = 0; j < c.T; ++j) sum += p[r * c.T + j];
+        ASSERT_NEAR(sum, 1.0, 1e-5 * c.tol) << "row " << r;
+      }
+      if (first.empty()) first = p;
+      else EXPECT_TRUE(bitwise_equal(p, first)) << "probs depend on thread order";
+    });
+  }
+  EXPECT_THROW(vit::attention_probs(0, nullptr, nullptr, nullptr, 1, 17, 96, 2), vit::Error);
+}
+
 TEST(Attention, UnsupportedShapesFailClearly) {
   VIT_REQUIRE_GPU();
   // head dim 48 (C=96, 2 heads), C not divisible by heads, dropout 1: vit::Error before any launch.

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/attention_map.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/model.h"
@@ -401,6 +402,40 @@ TEST(CudaModel, FreshModelHasInitParams) {
   EXPECT_EQ(0, memcmp(a.data(), b.data(), n * sizeof(float)));
   gpu->get_adam_state(m.data(), v.data());
   for (size_t i = 0; i < n; ++i) ASSERT_TRUE(m[i] == 0.0f && v[i] == 0.0f) << "element " << i;
+}
+
+// vit_predict --attention on --device cuda: the probabilities recomputed by attention_probs
+// from every layer's saved qkv and lse are the CPU model's, and so are the rollout maps drawn
+// from them. 5 images through a model planned for 2 (chunks of 2, 2, 1); dropout configured
+// but inference has none; erf GELU + final LN so both architectures' paths run.
+TEST(CudaModel, AttentionProbabilitiesAndRolloutMatchCpu) {
+  VIT_REQUIRE_GPU();
+  Config c = tiny();
+  c.gelu = Gelu::Erf;
+  c.final_ln = true;
+  ModelOptions o = options(2, Augment::None, 0.0f);
+  o.fp16_input = Fp16Input::Off;
+  std::unique_ptr<Model> gpu = make_cuda_model(c, o);
+  std::unique_ptr<Model> cpu = make_cpu_model(c, o);
+  const ParamLayout l(c);
+  const std::vector<float> p = make_params(c, l, 21);
+  gpu->set_params(p.data());
+  cpu->set_params(p.data());
+  const int B = 5, L = c.layers, NH = c.heads, T = c.tokens(), K = c.classes;
+  const size_t img = (size_t)3 * c.image_size * c.image_size, per = (size_t)L * NH * T * T;
+  std::vector<float> x(B * img);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 2.0f * philox_uniform(8, SITE_TEST, 5, i) - 1.0f;
+  std::vector<float> lg(B * K), lc(B * K), pg(B * per, NAN), pc(B * per);
+  gpu->infer_attention(x.data(), B, lg.data(), pg.data());
+  cpu->infer_attention(x.data(), B, lc.data(), pc.data());
+  EXPECT_TRUE(allclose(lg, lc, 1e-4, 1e-5)) << "logits";
+  // Probabilities in [0, 1]: relative error of the scores' float rounding after 2 layers.
+  EXPECT_TRUE(allclose(pg, pc, 1e-4, 1e-6)) << "probabilities";
+  for (int b = 0; b < B; ++b) {
+    const std::vector<float> rg = attention_rollout(pg.data() + b * per, L, NH, T);
+    const std::vector<float> rc = attention_rollout(pc.data() + b * per, L, NH, T);
+    EXPECT_TRUE(allclose(rg, rc, 1e-4, 1e-7)) << "rollout of image " << b;
+  }
 }
 
 TEST(CudaModel, RejectsBatchLargerThanPlanned) {

@@ -12,13 +12,16 @@
 // The torchvision logits themselves are checked against PyTorch's in tests/test_parity.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/image.h"
 #include "common/params.h"
 #include "common/philox.h"
 #include "common/predict.h"
@@ -293,4 +296,50 @@ TEST(Finetune, PredictOnCudaGivesTheCpuProbabilities) {
   const std::vector<double> cpu = probs("cpu"), gpu = probs("cuda");
   ASSERT_EQ(cpu.size(), 30u);
   EXPECT_TRUE(vit_test::allclose(gpu, cpu, 1e-5, 1e-7));
+}
+
+// vit_predict --attention on --device cuda (the probabilities recomputed by attention_probs)
+// draws the pictures of --device cpu: decoded back, every pixel within 1 of the CPU's (the maps
+// agree to float rounding; a colour may round to the neighbouring integer).
+TEST(Finetune, PredictAttentionOnCudaDrawsTheCpuPictures) {
+  VIT_REQUIRE_GPU();
+  vit_test::fs::TempDir d;
+  vit::Config c = vit::preset("tiny");
+  c.image_size = 16; c.patch_size = 4; c.hidden = 32; c.heads = 2; c.layers = 2; c.mlp = 32;
+  c.classes = 10;
+  const vit::ParamLayout L(c);
+  std::vector<float> params(L.total);
+  vit::init_params(c, L, 6, params.data());
+  for (size_t i = 0; i < params.size(); ++i) params[i] += vit::philox_uniform(10, 0, 0, i) - 0.5f;
+  const std::string w = d.path("model.safetensors");
+  vit::save_checkpoint(w, c, L, params.data());
+  std::vector<std::string> images;
+  for (int k = 0; k < 2; ++k) {
+    const int side = k == 1 ? 24 : 16;
+    std::vector<uint8_t> px((size_t)side * side * 3);
+    for (size_t i = 0; i < px.size(); ++i) px[i] = (uint8_t)(vit::philox_u32(k, 3, 2, i) & 255);
+    images.push_back(d.path("img" + std::to_string(k) + ".png"));
+    ASSERT_TRUE(stbi_write_png(images.back().c_str(), side, side, 3, px.data(), side * 3));
+  }
+  auto factory = [](const std::string& device, const vit::Config& cc, const vit::ModelOptions& o) {
+    return device == "cuda" ? vit::make_cuda_model(cc, o) : vit::make_cpu_model(cc, o);
+  };
+  for (const char* device : {"cpu", "cuda"}) {
+    std::vector<std::string> args = {"--weights", w, "--device", device, "--attention",
+                                     d.path(device), "--attention-layer", "1"};
+    args.insert(args.end(), images.begin(), images.end());
+    std::ostringstream out, err;
+    ASSERT_EQ(vit::predict_main(args, out, err, factory), 0) << err.str();
+  }
+  for (const char* pic : {"img0.rollout.png", "img0.layer1.png", "img1.rollout.png", "img1.layer1.png"}) {
+    SCOPED_TRACE(pic);
+    const vit::Image a = vit::load_image(d.path("cpu") + "/" + pic), b = vit::load_image(d.path("cuda") + "/" + pic);
+    ASSERT_EQ(a.width, b.width);
+    ASSERT_EQ(a.height, b.height);
+    ASSERT_EQ(a.rgb.size(), b.rgb.size());
+    int worst = 0;
+    for (size_t i = 0; i < a.rgb.size(); ++i) worst = std::max(worst, std::abs(a.rgb[i] - b.rgb[i]));
+    EXPECT_LE(worst, 1);
+    EXPECT_NE(*std::min_element(a.rgb.begin(), a.rgb.end()), *std::max_element(a.rgb.begin(), a.rgb.end()));
+  }
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/attention_map.h"
 #include "common/error.h"
 #include "common/image.h"
 #include "common/model.h"
@@ -219,6 +220,74 @@ TEST(Predict, ErrorsAreOneLineAndExitOne) {
   EXPECT_NE(h.out.find("usage: vit_predict"), std::string::npos);
   EXPECT_NE(h.out.find("--top-k K"), std::string::npos);
   EXPECT_NE(h.out.find("--heads N"), std::string::npos);
+}
+
+// --attention DIR [--attention-layer L]: per image a rollout PNG of the model's size and, for
+// the layer, a grid of one heat map per head; decoded back, they are the sizes promised, not
+// constant, and the rollout picture is exactly the overlay of the CPU model's rollout.
+TEST(Predict, AttentionPicturesAreWritten) {
+  TempDir d;
+  vit::Config c = small_config();  // 16x16, patch 4: a 4x4 grid, 2 heads, 1 layer
+  c.layers = 2;
+  const std::vector<float> params = big_params(c);
+  const std::string w = d.path("model.safetensors");
+  vit::save_checkpoint(w, c, vit::ParamLayout(c), params.data());
+  const std::vector<uint8_t> a = pixels(16, 16, 3, 1), b = pixels(24, 20, 3, 2);
+  const std::string pa = d.path("a.png"), pb = d.path("b.png"), out = d.path("maps/sub");
+  ASSERT_TRUE(stbi_write_png(pa.c_str(), 16, 16, 3, a.data(), 16 * 3));
+  ASSERT_TRUE(stbi_write_png(pb.c_str(), 24, 20, 3, b.data(), 24 * 3));
+
+  PredictRun r = predict({"--weights", w, "--json", "--attention", out, "--attention-layer", "1", pa, pb});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(vit_test::fs::list_dir(out),
+            (std::vector<std::string>{"a.layer1.png", "a.rollout.png", "b.layer1.png", "b.rollout.png"}));
+  const std::vector<std::string> ls = lines(r.out);
+  ASSERT_EQ(ls.size(), 2u);
+  EXPECT_EQ(nlohmann::json::parse(ls[0])["attention"],
+            (std::vector<std::string>{out + "/a.rollout.png", out + "/a.layer1.png"}));
+  for (const char* name : {"a", "b"}) {
+    SCOPED_TRACE(name);
+    const vit::Image roll = vit::load_image(out + "/" + name + ".rollout.png");
+    EXPECT_EQ(roll.width, 16);
+    EXPECT_EQ(roll.height, 16);
+    EXPECT_NE(*std::min_element(roll.rgb.begin(), roll.rgb.end()),
+              *std::max_element(roll.rgb.begin(), roll.rgb.end()));
+    const vit::Image grid = vit::load_image(out + "/" + name + ".layer1.png");
+    EXPECT_EQ(grid.width, 2 * 16 + 3);  // 2 heads side by side, 1-pixel gaps (S/32 -> 1)
+    EXPECT_EQ(grid.height, 16 + 2);
+  }
+  // a.png is of the model's size: its rollout picture is the overlay of the CPU model's
+  // rollout of exactly this input over exactly these pixels.
+  {
+    vit::ModelOptions o;
+    o.max_batch = 1;
+    o.fp16_input = vit::Fp16Input::Off;
+    auto m = vit::make_cpu_model(c, o);
+    m->set_params(params.data());
+    const std::vector<float> x = expected_input(a, c);
+    std::vector<float> logits(c.classes), probs((size_t)c.layers * c.heads * c.tokens() * c.tokens());
+    m->infer_attention(x.data(), 1, logits.data(), probs.data());
+    std::vector<float> roll = vit::attention_rollout(probs.data(), c.layers, c.heads, c.tokens());
+    vit::normalise01(roll.data(), roll.size());
+    EXPECT_EQ(vit::load_image(out + "/a.rollout.png").rgb, vit::heat_overlay(a.data(), 16, roll.data(), 4));
+  }
+  // Plain text names the pictures under the image's classes.
+  PredictRun t = predict({"--weights", w, "--top-k", "1", "--attention", out, pa});
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(lines(t.out), (std::vector<std::string>{pa, lines(t.out)[1], "  attention: " + out + "/a.rollout.png"}));
+
+  auto check = [](const std::vector<std::string>& args, const std::string& part) {
+    PredictRun e = predict(args);
+    EXPECT_EQ(e.status, 1);
+    EXPECT_EQ(e.out, "");
+    EXPECT_EQ(lines(e.err).size(), 1u) << e.err;
+    EXPECT_NE(e.err.find(part), std::string::npos) << "'" << part << "' not in: " << e.err;
+  };
+  check({"--weights", w, "--attention-layer", "0", pa}, "--attention-layer needs --attention");
+  check({"--weights", w, "--attention", out, "--attention-layer", "2", pa}, "the model has 2 layers");
+  check({"--weights", w, "--attention", out, pa, pa}, "two images are named 'a'");
+  vit_test::fs::write_file(d.path("file"), "x");
+  check({"--weights", w, "--attention", d.path("file"), pa}, "cannot create the directory");
 }
 
 TEST(Predict, ClassNames) {

@@ -227,20 +227,32 @@ TEST(Weights, ExportToPyTorchLayoutsAndBack) {
   EXPECT_EQ(f.at("encoder.pos_embedding").shape, (std::vector<int64_t>{1, 17, 24}));
   EXPECT_EQ(f.metadata().at("heads"), "3");
 
-  // tintn has no final LayerNorm; a model without one exports there, not to torchvision.
+  // Each PyTorch original fixes GELU, LayerNorm eps and the final LayerNorm in its code: a
+  // torchvision-like model (erf, 1e-6, final LN) is not a tintn model, and the one line says
+  // every difference and the layout that fits.
   expect_error([&] { vit::export_weights(d.path("x.safetensors"), WeightFormat::Tintn, c, p.data()); },
-               {"final LayerNorm"});
+               {"x.safetensors", "tintn", "tanh GELU, this model erf", "LayerNorm eps 1e-05, this model 1e-06",
+                "no final LayerNorm, this model has one", "export it as torchvision"});
   c.final_ln = false;
   c.qkv_bias = false;
   const std::vector<float> q = random_params(c, 5);
   expect_error([&] { vit::export_weights(d.path("x.safetensors"), WeightFormat::Torchvision, c, q.data()); },
-               {"final LayerNorm"});
+               {"a final LayerNorm, this model none", "neither PyTorch layout fits"});
+  expect_error([&] { vit::export_weights(d.path("x.safetensors"), WeightFormat::Tintn, c, q.data()); },
+               {"tanh GELU"});
+  EXPECT_TRUE(vit_test::fs::list_dir(d.dir()) == std::vector<std::string>{"tv.safetensors"})
+      << "a refused export writes nothing";
+  c.gelu = vit::Gelu::Tanh;  // now tintn's architecture (eps 1e-5 still missing)
+  EXPECT_NE(vit::export_problem(WeightFormat::Tintn, c).find("eps"), std::string::npos);
+  c.ln_eps = 1e-5f;
+  EXPECT_EQ(vit::export_problem(WeightFormat::Tintn, c), "");
+  const std::vector<float> q2 = random_params(c, 5);
   const std::string tn = d.path("tintn.safetensors");
-  vit::export_weights(tn, WeightFormat::Tintn, c, q.data());
+  vit::export_weights(tn, WeightFormat::Tintn, c, q2.data());
   vit::LoadedWeights w2 = vit::load_weights(tn, {});
   EXPECT_EQ(w2.format, WeightFormat::Tintn);
-  expect_same_config(w2.config, c);  // metadata restores what tintn's constants would not
-  EXPECT_EQ(w2.params, q);
+  expect_same_config(w2.config, c);  // heads, dropout, mean/std: from the metadata
+  EXPECT_EQ(w2.params, q2);
   EXPECT_EQ(SafeTensorsFile(tn).find("encoder.blocks.0.attention.qkv_projection.bias"), nullptr);
 }
 
