@@ -1,6 +1,7 @@
 #include "common/cost.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "common/params.h"
@@ -48,10 +49,11 @@ StepCost step_cost(const Config& c, int batch) {
 const std::vector<GpuSpec>& named_gpus() {
   // Dense (no sparsity) datasheet peaks.
   static const std::vector<GpuSpec> g = {
-      {"A100 SXM 80GB", 156e12, 19.5e12, 2039e9},
-      {"H100 SXM", 494.7e12, 66.9e12, 3350e9},
-      {"RTX 4090", 82.6e12, 82.6e12, 1008e9},
-      {"RTX 3060", 12.7e12, 12.7e12, 360e9},
+  // BF16 with FP32 accumulation: the GeForce parts run it at half their FP16-accumulate rate.
+      {"A100 SXM 80GB", 156e12, 19.5e12, 2039e9, 312e12},
+      {"H100 SXM", 494.7e12, 66.9e12, 3350e9, 989.4e12},
+      {"RTX 4090", 82.6e12, 82.6e12, 1008e9, 165.2e12},
+      {"RTX 3060", 12.7e12, 12.7e12, 360e9, 25.4e12},
   };
   return g;
 }
@@ -60,11 +62,147 @@ double roofline_seconds(const StepCost& s, const GpuSpec& g) {
   return std::max(s.train.total() / g.tf32_flops, s.min_bytes / g.bandwidth);
 }
 
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::FP32: return "fp32";
+    case Precision::TF32: return "tf32";
+    default: return "bf16";
+  }
+}
+
+std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
+  const double B = batch, T = c.tokens(), N = c.patches(), C = c.hidden, M = c.mlp,
+               K = c.classes, Pd = c.patch_dim(), NH = c.heads,
+               S = c.image_size, hd = C / NH;
+  const double P = (double)ParamLayout(c).count();
+  // Storage sizes: activations E bytes (BF16 mode: 2), the weights the GEMMs read Ew (BF16 mode:
+  // the BF16 copy), the model input Ein (FP16 when the input is resized, as CudaModel does).
+  // Gradients, Adam state and LN statistics are FP32 in every mode.
+  const double E = prec == Precision::BF16 ? 2 : 4, Ew = E;
+  const double Ein = c.image_size != 32 ? 2 : E;
+  const double n = B * T * C, nm = B * T * M, bt = B * T;
+  const bool drop = c.dropout > 0, bias_qkv = c.qkv_bias;
+  std::vector<StepOp> ops;
+  auto mem = [&](const char* name, int count, double bytes) {
+    ops.push_back({StepOp::Memory, name, count, 0, bytes});
+  };
+  auto memset_op = [&](const char* name, double bytes) {
+    ops.push_back({StepOp::Memset, name, 1, 0, bytes});
+  };
+  // A GEMM (m x n) = (m x k)(k x n): reads both operands, writes (or, accumulating into FP32
+  // weight gradients, reads and writes) the result.
+  auto gemm = [&](const char* name, int count, double m, double nn, double k, double a_bytes,
+                  double b_bytes, double c_bytes) {
+    ops.push_back({StepOp::Gemm, name, count, 2 * m * nn * k, m * k * a_bytes + k * nn * b_bytes + m * nn * c_bytes});
+  };
+  // Today's attention kernels (kernels/attention.cuh) run on FP32 cores over 32-row query blocks
+  // and 32-key tiles, so T is padded to a multiple of 32. Instructions per (query, key) pair and
+  // head: forward 2*hd FMAs (q.k, p*v) + ~16 (scale, max, exp, mask); dQ kernel 3*hd + 16
+  // (recompute s, dO.v, dq); dK/dV kernel 4*hd + 16 (s, dO.v, dk, dv).
+  const double Tp = 32 * std::ceil(T / 32), pairs = B * NH * Tp * Tp;
+  auto attn = [&](const char* name, double instr_per_pair, double bytes) {
+    ops.push_back({StepOp::Attention, name, c.layers, pairs * instr_per_pair, bytes});
+  };
+  const int Li = c.layers;
+
+  // zero_grad
+  memset_op("zero grads", 4 * P);
+  // forward
+  mem("input", 1, B * 3 * 32 * 32 + B * 3 * S * S * Ein);
+  mem("im2col", 1, B * 3 * S * S * Ein + B * N * Pd * E);
+  gemm("patch gemm", 1, B * N, C, Pd, E, Ew, E);
+  mem("patch epilogue", 1, B * N * C * E + T * C * 4 + n * E);
+  if (drop) mem("embed dropout", 1, 2 * n * E);
+  mem("layernorm fwd", 2 * Li, 2 * n * E + 2 * bt * 4);
+  gemm("qkv gemm", Li, bt, 3 * C, C, E, Ew, E);
+  if (bias_qkv) mem("qkv bias", Li, 2 * 3 * n * E);
+  attn("attention fwd", 2 * hd + 16, 4 * n * E + B * NH * T * 4);
+  gemm("proj gemm", Li, bt, C, C, E, Ew, E);
+  mem("proj bias", Li, 2 * n * E);
+  mem("dropout+residual", 2 * Li, 3 * n * E);
+  gemm("fc1 gemm", Li, bt, M, C, E, Ew, E);
+  mem("fc1 bias+gelu", Li, 3 * nm * E);
+  gemm("fc2 gemm", Li, bt, C, M, E, Ew, E);
+  mem("fc2 bias", Li, 2 * n * E);
+  if (c.final_ln) mem("final layernorm fwd", 1, 2 * n * E + 2 * bt * 4);
+  gemm("head gemm", 1, B, K, C, E, Ew, 4);
+  mem("head bias", 1, 2 * B * K * 4);
+  mem("cross-entropy", 1, 2 * B * K * 4);
+  mem("non-finite check", 1, B * 4);
+  // backward
+  memset_op("zero dres", n * E);
+  if (c.final_ln) memset_op("zero dln", n * E);
+  gemm("head dx gemm", 1, B, C, K, 4, Ew, E);
+  gemm("head dw gemm", 1, K, C, B, 4, E, 8);
+  mem("head bias grad", 2, B * K * 4);
+  // LayerNorm backward: dx kernel reads dy, x and the residual gradient and writes it back;
+  // then the weight/bias column sums (partial pass over dy and x, final pass over the partials).
+  auto ln_bwd = [&](const char* dx, const char* dwdb, int count) {
+    mem(dx, count, 4 * n * E + 2 * bt * 4);
+    mem(dwdb, 2 * count, n * E);  // partial reads 2n over two kernels, final is tiny
+  };
+  if (c.final_ln) ln_bwd("final layernorm bwd dx", "final layernorm bwd dw/db", 1);
+  if (drop) mem("dropout bwd", 2 * Li, 2 * n * E);
+  gemm("fc2 dx gemm", Li, bt, M, C, E, Ew, E);
+  gemm("fc2 dw gemm", Li, C, M, bt, E, E, 8);
+  mem("fc2 bias grad", 2 * Li, n * E / 2);
+  mem("gelu bwd", Li, 3 * nm * E);
+  gemm("fc1 dx gemm", Li, bt, C, M, E, Ew, E);
+  gemm("fc1 dw gemm", Li, M, C, bt, E, E, 8);
+  mem("fc1 bias grad", 2 * Li, nm * E / 2);
+  ln_bwd("layernorm bwd dx", "layernorm bwd dw/db", 2 * Li);
+  gemm("proj dx gemm", Li, bt, C, C, E, Ew, E);
+  gemm("proj dw gemm", Li, C, C, bt, E, E, 8);
+  mem("proj bias grad", 2 * Li, n * E / 2);
+  attn("attention bwd dq", 3 * hd + 16, 6 * n * E + 2 * B * NH * T * 4);
+  attn("attention bwd dk/dv", 4 * hd + 16, 6 * n * E + 2 * B * NH * T * 4);
+  gemm("qkv dx gemm", Li, bt, C, 3 * C, E, Ew, E);
+  gemm("qkv dw gemm", Li, 3 * C, C, bt, E, E, 8);
+  if (bias_qkv) mem("qkv bias grad", 2 * Li, 3 * n * E / 2);
+  if (drop) mem("embed dropout bwd", 1, 2 * n * E);
+  mem("patch bwd sums", 1, n * E + B * N * C * 4 + T * C * 8);
+  mem("patch bias grad", 1, T * C * 4);
+  gemm("patch dw gemm", 1, Pd, C, B * N, E, 4, 8);
+  // optimizer: gradient norm (partial + final), then Adam reads p, g, m, v and writes p, m, v
+  // (BF16 mode also writes the BF16 copy of the weights).
+  mem("grad norm", 2, 2 * P);
+  mem("adam", 1, 7 * 4 * P + (prec == Precision::BF16 ? 2 * P : 0));
+  return ops;
+}
+
+StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g,
+                   const ModelAssumptions& a) {
+  const double peak = p == Precision::FP32 ? g.fp32_flops
+                      : p == Precision::TF32 ? g.tf32_flops
+                                             : g.bf16_flops;
+  const double bw = g.bandwidth * a.mem_efficiency;
+  StepTime r;
+  for (const StepOp& op : ops) {
+    double t = op.bytes / bw;
+    if (op.kind == StepOp::Gemm) t = std::max(t, op.flops / (peak * a.gemm_efficiency));
+    // FP32 cores issue one instruction per lane per clock: fp32_flops / 2 instructions/s.
+    if (op.kind == StepOp::Attention)
+      t = std::max(t, op.flops / (g.fp32_flops / 2 * a.attn_efficiency));
+    double& bucket = op.kind == StepOp::Gemm ? r.gemm_s
+                     : op.kind == StepOp::Attention ? r.attention_s
+                                                    : r.memory_s;
+    bucket += op.count * t;
+    // Every launch leaves a GPU-side gap before the next one starts (graph or not); eager, the
+    // GPU also cannot run ahead of the host, so an op shorter than a host launch costs a launch.
+    const double gap = a.node_gap_us * 1e-6;
+    r.launch_graph_s += op.count * gap;
+    r.launch_eager_s += op.count * (std::max(t + gap, a.launch_us * 1e-6) - t);
+    r.launches += op.count;
+  }
+  r.launch_graph_s += a.graph_launch_us * 1e-6;
+  return r;
+}
+
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,
                         int64_t images_per_epoch) {
   StepCost s = step_cost(c, batch);
   std::string out;
-  char line[256];
+  char line[1024];
   auto add = [&](const char* fmt, auto... a) {
     snprintf(line, sizeof line, fmt, a...);
     out += line;
@@ -91,6 +229,23 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
     add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
         50 * t * steps);
   }
+  const ModelAssumptions a;
+  add("  step-time model: the sum of every launch's estimate (GEMMs at %.0f%% of the precision's "
+      "peak, other kernels' bytes at %.0f%% of DRAM bandwidth, attention's FP32 instructions at "
+      "%.0f%% of issue rate; %.1f us GPU gap after every launch; eager: an op costs at least "
+      "%.1f us of host launch time; graph: one %.0f us launch). bf16 prices the planned BF16 storage and GEMMs with today's "
+      "FP32 attention:\n",
+      100 * a.gemm_efficiency, 100 * a.mem_efficiency, 100 * a.attn_efficiency, a.node_gap_us,
+      a.launch_us, a.graph_launch_us);
+  add("    %-14s %-5s %8s %8s %8s %8s %9s %9s %9s\n", "GPU", "prec", "launches", "gemm ms",
+      "mem ms", "attn ms", "eager ms", "graph ms", "floor ms");
+  for (const GpuSpec& g : named_gpus())
+    for (Precision p : {Precision::FP32, Precision::TF32, Precision::BF16}) {
+      StepTime t = step_time(step_ops(c, batch, p), p, g, a);
+      add("    %-14s %-5s %8d %8.3f %8.3f %8.3f %9.3f %9.3f %9.3f\n", g.name.c_str(),
+          precision_name(p), t.launches, 1e3 * t.gemm_s, 1e3 * t.memory_s, 1e3 * t.attention_s,
+          1e3 * t.eager_s(), 1e3 * t.graph_s(), 1e3 * roofline_seconds(s, g));
+    }
   return out;
 }
 

@@ -32,11 +32,57 @@ struct GpuSpec {
   double tf32_flops;  // dense tensor-core TF32 FLOP/s (what the GEMMs run at by default)
   double fp32_flops;  // CUDA-core FP32 FLOP/s
   double bandwidth;   // DRAM bytes/s
+  double bf16_flops;  // dense tensor-core BF16 FLOP/s with FP32 accumulation
 };
 const std::vector<GpuSpec>& named_gpus();  // A100, H100, RTX 4090, RTX 3060
 
 // Roofline floor of one step: max(FLOPs / TF32 peak, min_bytes / bandwidth), in seconds.
 double roofline_seconds(const StepCost& s, const GpuSpec& g);
+
+// ---- The step-time model: one training step as the list of launches the CUDA path issues -----
+//
+// Unlike the floor above, this prices every launch of host/cuda_model.cu's step (forward,
+// backward, zero_grad, clipping, Adam) and *adds* them: GEMMs at a stated fraction of the
+// precision's peak, each memory-bound kernel's bytes at a stated fraction of DRAM bandwidth,
+// attention from its instruction count on FP32 cores (today's kernel has no tensor-core path),
+// plus launch overhead: eager, each launch costs at least the host's launch time; as one graph,
+// a GPU-side gap per node and one graph launch.
+enum class Precision { FP32, TF32, BF16 };
+const char* precision_name(Precision p);
+
+struct StepOp {
+  enum Kind { Gemm, Memory, Attention, Memset } kind;
+  std::string name;  // e.g. "fc1 gemm", "layernorm fwd"
+  int count = 1;     // launches of this op per step (e.g. 12 layers)
+  double flops = 0;  // per launch (GEMMs: 2mnk; attention: FP32 instructions, see cost.cpp)
+  double bytes = 0;  // DRAM bytes per launch (read + written), at the precision's storage sizes
+};
+// The launches of one training step of `c` at `batch`: the kernels, cuBLAS calls and memsets of
+// CudaModel::forward/backward/zero_grad/optimizer_step, in that order (host->device batch copies
+// are not launches on the compute stream and are left out).
+std::vector<StepOp> step_ops(const Config& c, int batch, Precision p);
+
+struct ModelAssumptions {
+  double gemm_efficiency = 0.5;   // of the precision's dense peak (small, skinny ViT GEMMs)
+  double mem_efficiency = 0.7;    // of DRAM bandwidth, for memory-bound kernels
+  double attn_efficiency = 0.35;  // of FP32 instruction issue rate (19-25% occupancy)
+  double launch_us = 3.0;         // host + driver cost of one eager launch
+  double node_gap_us = 1.0;       // GPU-side gap between two launches (eager or graph nodes)
+  double graph_launch_us = 10.0;  // one cudaGraphLaunch for the whole step
+};
+struct StepTime {
+  int launches = 0;  // kernels + library calls + memsets
+  double gemm_s = 0, memory_s = 0, attention_s = 0;  // summed per-op estimates
+  double launch_eager_s = 0, launch_graph_s = 0;     // launch overhead, eager / one graph
+  double eager_s() const { return gemm_s + memory_s + attention_s + launch_eager_s; }
+  double graph_s() const { return gemm_s + memory_s + attention_s + launch_graph_s; }
+};
+// Each op costs max(flops / rate, bytes / bandwidth) at the assumed efficiencies; GEMMs use the
+// precision's peak (FP32: CUDA cores, TF32/BF16: tensor cores). Launch overhead: every launch
+// adds node_gap_us; eager, an op takes at least launch_us (the host's launch rate bounds a
+// stream of short kernels); a graph adds one graph_launch_us for the whole step.
+StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g,
+                   const ModelAssumptions& a = ModelAssumptions());
 
 // The report `vit_bench --cost` prints.
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,

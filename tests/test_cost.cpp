@@ -52,3 +52,104 @@ TEST(CostModel, ReportNamesEveryGpu) {
   for (const auto& g : named_gpus()) EXPECT_NE(r.find(g.name), std::string::npos) << g.name;
   EXPECT_NE(r.find("parameters"), std::string::npos);
 }
+
+// ---- the step-time model -------------------------------------------------------------------
+
+namespace {
+int launches_of(const std::vector<StepOp>& ops, StepOp::Kind k) {
+  int n = 0;
+  for (const StepOp& op : ops) n += op.kind == k ? op.count : 0;
+  return n;
+}
+}  // namespace
+
+TEST(StepModel, LaunchCountsMatchTheCudaModelsStep) {
+  // Counted by hand from host/cuda_model.cu (basic: dropout on, qkv bias, no final LN):
+  // forward: input, im2col, patch epilogue, embed dropout (4) + 12 x [2 LN, qkv bias, attention,
+  // proj bias, 2 dropout+residual, fc1 bias+gelu, fc2 bias] (108) + head bias, xent, non-finite
+  // (3) = 115 kernels; backward: head bias grad (2) + 12 x [2 dropout bwd, 4 bias-grad pairs (8),
+  // gelu bwd, 2 LN bwd x 3, 2 attention] (228) + embed dropout bwd, patch sums, patch bias (3) =
+  // 233; optimizer: grad norm (2) + Adam (1). GEMMs: forward 1 + 12 x 4 + 1, backward 2 + 12 x 8
+  // + 1. Memsets: zero grads, dres.
+  std::vector<StepOp> b = step_ops(preset("basic"), 64, Precision::TF32);
+  EXPECT_EQ(launches_of(b, StepOp::Gemm), 149);
+  EXPECT_EQ(launches_of(b, StepOp::Memset), 2);
+  EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 351);
+  // vit-b16: no dropout (-1 forward, -25 backward kernels), final LN (+1 forward, +3 backward
+  // kernels, +1 memset).
+  std::vector<StepOp> v = step_ops(preset("vit-b16"), 32, Precision::BF16);
+  EXPECT_EQ(launches_of(v, StepOp::Gemm), 149);
+  EXPECT_EQ(launches_of(v, StepOp::Memset), 3);
+  EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 329);
+  EXPECT_EQ(step_time(v, Precision::BF16, named_gpus()[1]).launches, 481);
+}
+
+TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
+  // Two independent derivations of the same GEMM work: step_cost's per-layer-type formula and
+  // the per-launch list. Attention is not a GEMM in the list (it is FP32 instructions).
+  for (const char* p : {"tiny", "basic", "vit-b16"}) {
+    Config c = preset(p);
+    StepCost s = step_cost(c, 8);
+    double gemm = 0;
+    for (const StepOp& op : step_ops(c, 8, Precision::FP32))
+      if (op.kind == StepOp::Gemm) gemm += op.count * op.flops;
+    EXPECT_NEAR(gemm, s.train.total() - s.train.attention, 1e-9 * gemm) << p;
+  }
+}
+
+TEST(StepModel, ArithmeticOnATinyConfig) {
+  // tiny: image 32, patch 8 -> 16 patches, T = 17; hidden 64, 2 layers, 2 heads (hd 32), mlp 128.
+  Config c = preset("tiny");
+  const int B = 4;
+  const double T = 17, C = 64, bt = B * T, n = bt * C;
+  std::vector<StepOp> ops = step_ops(c, B, Precision::FP32);
+  auto find = [&](const std::string& name) -> const StepOp& {
+    for (const StepOp& op : ops)
+      if (op.name == name) return op;
+    ADD_FAILURE() << "no op " << name;
+    return ops[0];
+  };
+  // fc1: (B*T x C)(C x M): 2*68*128*64 FLOPs; reads x and W, writes y, 4 bytes each.
+  EXPECT_DOUBLE_EQ(find("fc1 gemm").flops, 2.0 * 68 * 128 * 64);
+  EXPECT_DOUBLE_EQ(find("fc1 gemm").bytes, 4.0 * (68 * 64 + 64 * 128 + 68 * 128));
+  EXPECT_EQ(find("fc1 gemm").count, 2);
+  // The same GEMM in BF16 moves half the bytes.
+  std::vector<StepOp> bf = step_ops(c, B, Precision::BF16);
+  for (const StepOp& op : bf)
+    if (op.name == "fc1 gemm") EXPECT_DOUBLE_EQ(op.bytes, 2.0 * (68 * 64 + 64 * 128 + 68 * 128));
+  // Adam reads p, g, m, v and writes p, m, v: 28 bytes per parameter.
+  EXPECT_DOUBLE_EQ(find("adam").bytes, 28.0 * ParamLayout(c).count());
+  // LayerNorm forward: reads and writes (B, T, C) and writes mean/rstd; 2 per layer.
+  EXPECT_DOUBLE_EQ(find("layernorm fwd").bytes, 2 * n * 4 + 2 * bt * 4);
+  EXPECT_EQ(find("layernorm fwd").count, 4);
+  // Attention pads T = 17 to 32: B*NH*32*32 (query, key) pairs, 2*hd + 16 instructions each.
+  EXPECT_DOUBLE_EQ(find("attention fwd").flops, 4.0 * 2 * 32 * 32 * (2 * 32 + 16));
+
+  // Timing: a GPU with round numbers and no efficiency losses.
+  GpuSpec g{"round", /*tf32*/ 4e12, /*fp32*/ 1e12, /*bandwidth*/ 1e11, /*bf16*/ 8e12};
+  ModelAssumptions a;
+  a.gemm_efficiency = a.mem_efficiency = a.attn_efficiency = 1;
+  a.launch_us = 3, a.node_gap_us = 1, a.graph_launch_us = 10;
+  std::vector<StepOp> two = {
+      {StepOp::Gemm, "g", 2, 4e9, 1e6},         // 4 ms of FP32 compute vs 10 us of bytes
+      {StepOp::Memory, "m", 3, 0, 1e5},         // 1 us of bytes: shorter than a launch
+      {StepOp::Attention, "a", 1, 1e9, 1e3}};   // 1e9 instructions at 0.5e12/s = 2 ms
+  StepTime t = step_time(two, Precision::FP32, g, a);
+  EXPECT_EQ(t.launches, 6);
+  EXPECT_DOUBLE_EQ(t.gemm_s, 2 * 4e-3);
+  EXPECT_DOUBLE_EQ(t.memory_s, 3 * 1e-6);
+  EXPECT_DOUBLE_EQ(t.attention_s, 2e-3);
+  // graph: 1 us per launch + one 10 us launch; eager: the memory op is bound by the 3 us launch.
+  EXPECT_NEAR(t.graph_s(), 8e-3 + 3e-6 + 2e-3 + 6e-6 + 10e-6, 1e-12);
+  EXPECT_NEAR(t.eager_s(), 2 * (4e-3 + 1e-6) + 3 * 3e-6 + (2e-3 + 1e-6), 1e-12);
+  // TF32 runs the GEMM 4x faster on this GPU, BF16 8x; the memory op does not change.
+  EXPECT_DOUBLE_EQ(step_time(two, Precision::TF32, g, a).gemm_s, 2 * 1e-3);
+  EXPECT_DOUBLE_EQ(step_time(two, Precision::BF16, g, a).gemm_s, 2 * 0.5e-3);
+}
+
+TEST(StepModel, ReportHasEveryPrecisionAndTheFloor) {
+  std::string r = cost_report(preset("vit-b16"), "vit-b16", 32, 50000);
+  for (const char* p : {"fp32", "tf32", "bf16"}) EXPECT_NE(r.find(p), std::string::npos) << p;
+  EXPECT_NE(r.find("eager ms"), std::string::npos);
+  EXPECT_NE(r.find("floor ms"), std::string::npos);
+}
