@@ -20,13 +20,19 @@ CUDA_HOME  ?= $(if $(NVCC),$(abspath $(dir $(NVCC))/..),/usr/local/cuda)
 CXX        := g++
 PYTHON     ?= python3
 
+# NCCL (multi-GPU training) when its header is found: in the CUDA toolkit here, libnccl-dev
+# elsewhere. Without it vit_train builds and runs one rank; simt always has its own NCCL.
+NCCL_H     := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h))
+NCCL_FLAGS := $(if $(NCCL_H),-DVIT_HAVE_NCCL,)
+NCCL_LIBS  := $(if $(NCCL_H),-lnccl,)
+
 OPT        ?= -O2
 CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
 SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include -x c++
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
-              --expt-relaxed-constexpr -diag-suppress 177
+              --expt-relaxed-constexpr -diag-suppress 177 $(NCCL_FLAGS)
 LIBS_CPU   := -lopenblas -lgomp -lpthread
-LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublas -lcudart $(LIBS_CPU)
+LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublas -lcudart $(NCCL_LIBS) $(LIBS_CPU)
 LIBS_SIMT  := -lboost_context -lgtest $(LIBS_CPU)
 
 # --- GPU architectures -------------------------------------------------------------------
