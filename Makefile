@@ -20,15 +20,21 @@ CUDA_HOME  ?= $(if $(NVCC),$(abspath $(dir $(NVCC))/..),/usr/local/cuda)
 CXX        := g++
 PYTHON     ?= python3
 
+# NCCL (multi-GPU training) when its header is found: in the CUDA toolkit here, libnccl-dev
+# elsewhere. Without it vit_train builds and runs one rank; simt always has its own NCCL.
+NCCL_H     := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h))
+NCCL_FLAGS := $(if $(NCCL_H),-DVIT_HAVE_NCCL,)
+NCCL_LIBS  := $(if $(NCCL_H),-lnccl,)
+
 OPT        ?= -O2
 CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
 # simt/include/ comes first so that <mma.h>, <cuda_pipeline.h> and <cuda_pipeline_primitives.h>
 # are simt's device-side emulations (NVIDIA's compile to nothing outside nvcc).
 SIMTFLAGS  := -DVIT_SIMT -Isimt/include -isystem $(CUDA_HOME)/include -x c++
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
-              --expt-relaxed-constexpr -diag-suppress 177
+              --expt-relaxed-constexpr -diag-suppress 177 $(NCCL_FLAGS)
 LIBS_CPU   := -lopenblas -lgomp -lpthread
-LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart $(LIBS_CPU)
+LIBS_GPU   := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart $(NCCL_LIBS) $(LIBS_CPU)
 LIBS_SIMT  := -lboost_context -lgtest $(LIBS_CPU)
 
 # --- GPU architectures -------------------------------------------------------------------

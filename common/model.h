@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/error.h"
 #include "common/params.h"
 
 namespace vit {
@@ -89,6 +90,15 @@ struct Metrics {
   float first_nonfinite_loss = 0;
 };
 
+// Data parallelism (host/dist.cu): sums a device buffer over all ranks, in place, ordered after
+// the work already queued on `stream` (a cudaStream_t). Implemented with ncclAllReduce.
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual int world() const = 0;
+  virtual void sum_floats(float* device, size_t n, void* stream) = 0;
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -136,6 +146,13 @@ class Model {
   // no dropout). T = config.tokens(), token 0 is CLS. The default refuses (models that wrap
   // another, in tests); the CPU and CUDA models implement it.
   virtual void infer_attention(const float* x, int B, float* logits, float* probs);
+
+  // Several ranks: optimizer_step first sums the gradients over all ranks with `r` (each rank
+  // having accumulated its share of the micro-batches), so every rank takes the same update.
+  // Only the CUDA model supports it; null turns it off.
+  virtual void set_gradient_reducer(GradientReducer* r) {
+    if (r) throw Error("data-parallel training (--gpus / WORLD_SIZE > 1) needs --device cuda");
+  }
 };
 
 // Weight initialisation matching each preset's PyTorch original: Linear/Conv weights

@@ -429,8 +429,13 @@ class CudaModel final : public Model {
     CUDA_CHECK(cudaMemsetAsync(grads_, 0, layout_.total * sizeof(float), stream_));
   }
 
+  void set_gradient_reducer(GradientReducer* r) override { reducer_ = r; }
+
   void optimizer_step(const OptimConfig& o, float lr, int64_t t, float grad_scale) override {
     const size_t n = layout_.total;
+    // Data parallel: every rank holds the sum of its micro-batches' gradients; after the sum over
+    // ranks every rank has the whole batch's and takes the identical update.
+    if (reducer_) reducer_->sum_floats(grads_, n, stream_);
     grad_norm_clip(stream_, grads_, n, grad_scale, o.clip_grad, act_.norm_coef, act_.scratch);
     adam_update(stream_, params_, grads_, m_, v_, n, act_.spans, nspans_, o, lr, t, grad_scale,
                 act_.norm_coef);
@@ -671,6 +676,7 @@ class CudaModel final : public Model {
   cudaEvent_t copied_[2] = {};          // input slot s copied (compute waits; staging reuse)
   cudaEvent_t consumed_[2] = {};        // compute is done with input slot s
   cublasHandle_t cublas_ = nullptr;
+  GradientReducer* reducer_ = nullptr;  // several ranks: sums the gradients (not owned)
 
   float* params_ = nullptr;  // (total) flat, ParamLayout order
   float* grads_ = nullptr;   // (total) += by backward()

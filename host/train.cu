@@ -3,6 +3,7 @@
 // Device-agnostic: the model is a vit::Model, made by make_cuda_model or make_cpu_model.
 #include "host/train.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "common/train_state.h"
 #include "common/weights.h"
 #include "host/cuda_model.h"
+#include "host/dist.h"
 #include "host/loader.h"
 #include "kernels/common.cuh"
 
@@ -284,13 +286,37 @@ struct Sums {
   double acc() const { return count ? (double)correct / count : 0.0; }
 };
 
-Sums evaluate(Model& model, Loader& test, int batch, int64_t step) {
+// Several ranks: the metrics of every rank summed (exact: see Metrics), the first non-finite
+// step the earliest of any rank. Every rank gets the same result.
+Metrics reduce_metrics(Metrics m, Communicator* comm) {
+  if (!comm) return m;
+  double loss = m.loss_sum;
+  int64_t n[2] = {m.correct, m.count};
+  comm->sum(&loss, 1);
+  comm->sum(n, 2);
+  const int64_t none = INT64_MAX;
+  const int64_t first = comm->min(m.first_nonfinite_step >= 0 ? m.first_nonfinite_step : none);
+  double bad = m.first_nonfinite_step >= 0 && m.first_nonfinite_step == first ? m.first_nonfinite_loss : 0;
+  comm->sum(&bad, 1);
+  m.loss_sum = loss;
+  m.correct = n[0];
+  m.count = n[1];
+  m.first_nonfinite_step = first == none ? -1 : first;
+  m.first_nonfinite_loss = (float)bad;
+  return m;
+}
+
+// The test split; with several ranks, rank r evaluates batches r, r + W, ... and the sums are
+// reduced (the same totals as one rank's).
+Sums evaluate(Model& model, Loader& test, int batch, int64_t step, Communicator* comm) {
   model.take_metrics();  // nothing of training may leak into the evaluation
   test.start_epoch(0, batch, /*shuffle=*/false);
-  for (Batch b = test.next(); b.count > 0; b = test.next())
-    model.forward(b.images, b.labels, b.count, /*train=*/false, step);
+  const int W = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
+  int64_t i = 0;
+  for (Batch b = test.next(); b.count > 0; b = test.next(), ++i)
+    if (i % W == rank) model.forward(b.images, b.labels, b.count, /*train=*/false, step);
   Sums s;
-  s.add(model.take_metrics());
+  s.add(reduce_metrics(model.take_metrics(), comm));
   return s;
 }
 
@@ -299,7 +325,8 @@ Sums evaluate(Model& model, Loader& test, int batch, int64_t step) {
 // ---- the program --------------------------------------------------------------------------------
 
 static std::unique_ptr<Model> make_model(const std::string& device, const Config& c,
-                                         const ModelOptions& mo, const TrainHooks* hooks) {
+                                         const ModelOptions& mo, const TrainHooks* hooks,
+                                         bool quiet) {
   if (hooks && hooks->make_model) return hooks->make_model(device, c, mo);
   if (device == "cpu") return make_cpu_model(c, mo);
   int n = 0;
@@ -311,7 +338,7 @@ static std::unique_ptr<Model> make_model(const std::string& device, const Config
                 "): train on the CPU with --device cpu (the reference path; slow)");
   }
   // Before allocating: an out-of-memory failure then has the plan right above it.
-  printf("%s\n", cuda_memory_plan(c, mo).describe().c_str());
+  if (!quiet) printf("%s\n", cuda_memory_plan(c, mo).describe().c_str());
   fflush(stdout);
   return make_cuda_model(c, mo);
 }
@@ -328,14 +355,19 @@ struct Run {
   bool tty = false;
   TrainingCheckpoint ck;  // --resume: the checkpoint
   LoadedWeights init_w;   // --init: the weights
+  int gpus = 0;           // --gpus N (0: not given)
+  DistConfig dist;        // this process's rank (world 1 unless run as one of several ranks)
 };
 
 int run_training(Run& r, const std::string& command, const TrainHooks* hooks);
 
 }  // namespace
 
+static int g_rank = 0;  // this process's rank, for its error lines
+
 int train_main(int argc, char** argv, const TrainHooks* hooks) {
   const char* prog = "vit_train";
+  g_rank = 0;
   try {
     Run r;
     cli::Parser p(prog, "vit_train [flags]",
@@ -371,6 +403,21 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     p.flag("freeze-backbone",
            "linear probe: train only the head (and the final LayerNorm); the rest keeps its weights",
            [&given] { given["freeze_backbone"] = "true"; });
+    p.section("Several GPUs (data parallel, NCCL)");
+    p.value("gpus", "N", "start N ranks on this machine, one per GPU; the batch is split among them "
+            "(under torchrun/mpirun leave it out: RANK/WORLD_SIZE or OMPI_COMM_WORLD_* are read)",
+            [&](const std::string& v) {
+              r.gpus = (int)cli::parse_int64("--gpus", v);
+              if (r.gpus < 1 || r.gpus > 4096) throw Error("--gpus must be in 1..4096 (got " + v + ")");
+            });
+    p.value("rendezvous", "FILE", "ranks exchange NCCL's id through this shared file instead of TCP "
+            "at MASTER_ADDR:MASTER_PORT (a new path per run)",
+            [&](const std::string& v) { r.dist.rendezvous_file = v; });
+    p.value("dist-timeout", "S", "seconds a rank waits for the others to join (default 300)",
+            [&](const std::string& v) {
+              r.dist.timeout_s = std::atof(v.c_str());
+              if (!(r.dist.timeout_s > 0)) throw Error("--dist-timeout must be a positive number of seconds (got " + v + ")");
+            });
     p.section("Output and checkpoints");
     p.value("out", "DIR", "output directory (default runs/<preset>-<time>; with --resume: the checkpoint's)",
             [&](const std::string& v) { r.out = v; });
@@ -392,6 +439,21 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     if (r.eval_only && r.init.empty()) throw Error("--eval-only needs --init FILE (the weights to evaluate)");
     if (r.new_head && r.init.empty()) throw Error("--new-head needs --init FILE");
 
+    // Ranks: from the environment (torchrun / mpirun / our own launcher), or --gpus N to come.
+    {
+      DistConfig env = dist_from_environment();
+      env.rendezvous_file = r.dist.rendezvous_file;
+      env.timeout_s = r.dist.timeout_s;
+      r.dist = env;
+    }
+    if (r.dist.world > 1 && r.gpus > 0 && r.gpus != r.dist.world)
+      throw Error("--gpus " + std::to_string(r.gpus) + " but WORLD_SIZE=" +
+                  std::to_string(r.dist.world) + ": under torchrun or mpirun leave --gpus out");
+    const int W = r.dist.world > 1 ? r.dist.world : std::max(1, r.gpus);
+    const bool accum_given = given.count("accum_steps") > 0;
+    const int64_t accum_per_rank = accum_given ? cli::parse_int64("--accum-steps", given["accum_steps"]) : 1;
+    if (accum_per_rank < 1) throw Error("--accum-steps must be at least 1");
+
     // Options: defaults <- the checkpoint's (when resuming) <- the flags typed.
     if (!r.resume.empty()) {
       TrainingCheckpoint& ck = r.ck;
@@ -400,7 +462,17 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
         if (k == "device" || k == "data") continue;  // where, not what: the flags' defaults
         r.opt.set(k, v);
       }
-      for (const char* k : {"batch_size", "accum_steps", "seed"})
+      // Micro-batches per step over all ranks: ranks x --accum-steps (the checkpoint's count).
+      const int64_t ck_micro = cli::parse_int64("accum_steps", ck.train["accum_steps"]);
+      if (accum_given ? W * accum_per_rank != ck_micro : ck_micro % W != 0)
+        throw Error("the checkpoint takes " + std::to_string(ck_micro) + " micro-batch(es) per step; " +
+                    std::to_string(W) + " rank(s)" +
+                    (accum_given ? " x --accum-steps " + std::to_string(accum_per_rank) + " would take " +
+                                       std::to_string(W * accum_per_rank)
+                                 : " cannot split them evenly") +
+                    " (the random draws depend on it): resume with ranks x --accum-steps = " +
+                    std::to_string(ck_micro));
+      for (const char* k : {"batch_size", "seed"})
         if (given.count(k) && given[k] != ck.train[k]) {
           std::string flag = std::string("--") + k;
           for (char& ch : flag) if (ch == '_') ch = '-';
@@ -430,17 +502,35 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
       for (char& ch : key) if (ch == '-') ch = '_';
       r.opt.set(key, v);
     }
+    // accum_steps from here on counts the micro-batches of a step over all ranks.
+    if (accum_given) r.opt.accum_steps = (int)(W * accum_per_rank);
+    else if (r.resume.empty()) r.opt.accum_steps = W;
+    if (W > 1 && r.opt.device != "cuda")
+      throw Error("several ranks (--gpus / WORLD_SIZE) need --device cuda");
+    if (W > 1 && r.opt.batch_size % r.opt.accum_steps != 0)
+      throw Error("--batch-size " + std::to_string(r.opt.batch_size) + " cannot be split into " +
+                  std::to_string(W) + " rank(s) x " + std::to_string(r.opt.accum_steps / W) +
+                  " micro-batch(es): make it a multiple of " + std::to_string(r.opt.accum_steps));
     r.opt.validate();
     validate(r.cfg);
     r.tty = isatty(STDOUT_FILENO);
 
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+    if (r.gpus > 1 && r.dist.world == 1) {  // the launcher: start the ranks, wait for them
+      if (!have_nccl())
+        throw Error("this vit_train was built without NCCL, so --gpus " + std::to_string(r.gpus) +
+                    " cannot work: install NCCL (libnccl-dev) and rebuild");
+      ensure_dataset(r.opt.data);  // once, before the ranks read it
+      return launch_local_ranks(r.gpus, std::vector<std::string>(argv, argv + argc),
+                                hooks ? hooks->rank_command : nullptr);
+    }
     SignalScope signals;
     return run_training(r, command, hooks);
   } catch (const Error& e) {
     fflush(stdout);
-    fprintf(stderr, "%s: error: %s\n", prog, e.what());
+    if (g_rank > 0) fprintf(stderr, "%s[rank %d]: error: %s\n", prog, g_rank, e.what());
+    else fprintf(stderr, "%s: error: %s\n", prog, e.what());
     return 1;
   } catch (const std::bad_alloc&) {
     fflush(stdout);
@@ -457,6 +547,21 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   const int micro = o.batch_size / o.accum_steps;
   const bool cuda = o.device == "cuda";
 
+  // Several ranks: the communicator first (it picks this rank's GPU). Rank 0 alone prints and
+  // writes; the others' stdout goes to /dev/null (their errors still reach stderr).
+  std::unique_ptr<Communicator> comm;
+  if (r.dist.world > 1) comm = std::make_unique<Communicator>(r.dist);
+  const int W = comm ? comm->world() : 1, rank = comm ? comm->rank() : 0;
+  const bool main_rank = rank == 0;
+  const int micro_per_rank = o.accum_steps / W;  // this rank's micro-batches of a full step
+  g_rank = rank;
+  if (!main_rank) {
+    fflush(stdout);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) { dup2(devnull, STDOUT_FILENO); close(devnull); }
+  }
+  if (W > 1) r.tty = false;  // progress lines at fixed steps: every rank drains at the same ones
+
   // Model first: a missing GPU is reported before any data is read.
   ModelOptions mo;
   mo.seed = o.seed;
@@ -465,17 +570,19 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   mo.max_batch = micro;
   mo.tf32 = o.tf32;
   mo.freeze_backbone = o.freeze_backbone;
-  std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks);
+  std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks, !main_rank);
+  model->set_gradient_reducer(comm.get());
   const ParamLayout& layout = model->layout();
   std::vector<float> params(layout.total, 0.0f);
 
-  ensure_dataset(o.data);
+  if (main_rank) ensure_dataset(o.data);
+  if (comm) comm->max(0);  // the others wait until rank 0 has the data
   Loader test(o.data, Split::Test, cfg.classes, micro, o.seed, cuda);
 
   if (r.eval_only) {
     model->set_params(r.init_w.params.data());
     auto t0 = Clock::now();
-    Sums s = evaluate(*model, test, micro, 0);
+    Sums s = evaluate(*model, test, micro, 0, comm.get());
     printf("test: loss %.4f  acc %.4f  (%lld images, %.1f s)\n", s.mean_loss(), s.acc(),
            (long long)s.count, seconds_since(t0));
     return 0;
@@ -507,12 +614,12 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   r.out = !r.out.empty() ? r.out
           : !r.resume.empty() ? dirname_of(r.resume)
                               : "runs/" + r.preset + "-" + timestamp();
-  make_dirs(r.out);
+  if (main_rank) make_dirs(r.out);
   const std::string metrics_path = r.out + "/metrics.csv";
   const std::string last_path = r.out + "/last.safetensors";
   const std::string best_path = r.out + "/best.safetensors";
-  prepare_metrics(metrics_path, st.epoch);
-  {
+  if (main_rank) prepare_metrics(metrics_path, st.epoch);
+  if (main_rank) {
     nlohmann::json j;
     j["command"] = command;
     j["preset"] = r.preset;
@@ -526,6 +633,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   }
   const std::map<std::string, std::string> train_md = o.to_map();
   auto save = [&](const std::string& path) {
+    if (!main_rank) return;  // every rank holds the same state: rank 0 writes it
     params.resize(layout.total);
     model->get_params(params.data());
     std::vector<float> m(layout.total), v(layout.total);
@@ -533,12 +641,18 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     save_training_checkpoint(path, cfg, layout, r.preset, train_md, st, params, m, v);
   };
 
-  printf("vit_train: %s preset, %.2fM parameters, device %s; %lld train / %lld test images; "
+  const std::string ranks_note =
+      W > 1 ? " x " + std::to_string(W) + " ranks (" + r.dist.launcher + ", GPU = LOCAL_RANK)" : "";
+  const std::string micro_note =
+      o.accum_steps > 1 ? " (" + std::to_string(o.accum_steps) + " micro-batches of " +
+                              std::to_string(micro) +
+                              (W > 1 ? ", " + std::to_string(micro_per_rank) + " per rank" : "") + ")"
+                        : "";
+  printf("vit_train: %s preset, %.2fM parameters, device %s%s; %lld train / %lld test images; "
          "%lld steps/epoch of %d images%s; output in %s\n",
-         r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), (long long)train.size(),
-         (long long)test.size(), (long long)spe, o.batch_size,
-         o.accum_steps > 1 ? (" (" + std::to_string(o.accum_steps) + " micro-batches)").c_str() : "",
-         r.out.c_str());
+         r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), ranks_note.c_str(),
+         (long long)train.size(), (long long)test.size(), (long long)spe, o.batch_size,
+         micro_note.c_str(), r.out.c_str());
   if (o.freeze_backbone) {
     size_t trained = 0;
     for (const ParamTensor& t : layout.tensors)
@@ -568,7 +682,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   struct StepAt { int64_t micro, step, epoch, batch; };  // the steps since the last drain
   std::vector<StepAt> pending;
   auto drain = [&]() {
-    Metrics mt = model->take_metrics();
+    Metrics mt = reduce_metrics(model->take_metrics(), comm.get());
     if (mt.first_nonfinite_step >= 0) {
       StepAt at = {mt.first_nonfinite_step, st.step, st.epoch, st.batch};
       for (const StepAt& p : pending)
@@ -609,14 +723,17 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     for (Batch b = train.next(); b.count > 0; b = train.next()) {
       model->zero_grad();
       pending.push_back({(int64_t)st.micro_step, st.step, e, b.index});
+      // Micro-batch m of the step draws its randomness from micro-step st.micro_step + m on
+      // whichever rank runs it; rank r runs m in [r * micro_per_rank, (r + 1) * micro_per_rank),
+      // so W ranks compute exactly what one rank with W x the micro-batches would.
       const int n_micro = (b.count + micro - 1) / micro;
-      for (int m = 0; m < n_micro; ++m) {
+      for (int m = rank * micro_per_rank; m < std::min(n_micro, (rank + 1) * micro_per_rank); ++m) {
         const int off = m * micro, cnt = std::min(micro, b.count - off);
         model->forward(b.images + (size_t)off * CIFAR_IMAGE_BYTES, b.labels + off, cnt, true,
-                       st.micro_step);
+                       st.micro_step + m);
         model->backward();
-        ++st.micro_step;
       }
+      st.micro_step += n_micro;
       const double lr = learning_rate(o, st.step, spe);
       model->optimizer_step(oc, (float)lr, st.step + 1, 1.0f / n_micro);
       ++st.step;
@@ -630,8 +747,10 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
       const double el = seconds_since(t0);
       const double ips = el > 0 ? images_now / el : 0;
       const bool last_batch = st.batch == spe;
+      bool drained = false;
       if (r.tty ? (el - last_print >= 0.25 || last_batch) : (st.batch % log_every == 0 || last_batch)) {
         drain();
+        drained = true;
         last_print = el;
         double acc = st.count ? (double)st.correct / st.count : 0;
         double loss = st.count ? st.loss_sum / st.count : 0;
@@ -651,9 +770,10 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
         }
         fflush(stdout);
       }
-      if (g_signal)
-        return stop_now(g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
-                        128 + (int)g_signal);
+      // Several ranks stop together: they agree on a signal at the steps where they all drain.
+      const int sig = !comm ? (int)g_signal : drained ? (int)comm->max(g_signal) : 0;
+      if (sig)
+        return stop_now(sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", 128 + sig);
       if (o.max_steps > 0 && st.step >= o.max_steps) return stop_now("stopped at --max-steps", 0);
     }
     drain();  // the last log line drained already; this keeps the invariant explicit
@@ -661,7 +781,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     run_train_seconds += seconds_since(t0);
     run_train_images += images_now;
 
-    Sums te = evaluate(*model, test, micro, st.micro_step);
+    Sums te = evaluate(*model, test, micro, st.micro_step, comm.get());
     const double train_loss = st.count ? st.loss_sum / st.count : 0;
     const double train_acc = st.count ? (double)st.correct / st.count : 0;
     const double epoch_seconds = prev_seconds + seconds_since(t0);
@@ -669,7 +789,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     snprintf(row, sizeof row, "%lld,%.9g,%.9g,%.9g,%.9g,%.9g,%.3f,%.1f", (long long)e + 1,
              train_loss, train_acc, te.mean_loss(), te.acc(), st.lr, epoch_seconds,
              train_seconds > 0 ? st.count / train_seconds : 0.0);
-    append_line(metrics_path, row);
+    if (main_rank) append_line(metrics_path, row);
     if (r.tty) printf("\n");
     printf("epoch %lld/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | lr %.3g | %.1f s, "
            "%.0f img/s\n",
@@ -690,14 +810,14 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     }
     save(last_path);
     if (best) save(best_path);
-    std::string warn = draw_curves(r.out);
+    std::string warn = main_rank ? draw_curves(r.out) : std::string();
     if (!warn.empty() && !curves_warned) {
       fprintf(stderr, "vit_train: warning: %s\n", warn.c_str());
       curves_warned = true;
     }
-    if (g_signal)
-      return stop_now(g_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
-                      128 + (int)g_signal);
+    const int sig = comm ? (int)comm->max(g_signal) : (int)g_signal;
+    if (sig)
+      return stop_now(sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", 128 + sig);
   }
 
   const double total = seconds_since(run_t0);

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/model.h"
+#include "host/dist.h"
 
 namespace vit {
 
@@ -30,7 +31,8 @@ struct TrainOptions {
   std::string data = "data/cifar-10-batches-bin";
   int epochs = 50;
   int batch_size = 64;                           // images per optimizer step
-  int accum_steps = 1;                           // micro-batches per step (batch_size / accum each)
+  int accum_steps = 1;                           // micro-batches per step (batch_size / accum each),
+                                                 // over all ranks: --gpus N runs accum/N per rank
   float lr = 1e-4f;                              // peak learning rate
   std::string optimizer = "adam";                // adam | adamw
   float weight_decay = 0.0f;
@@ -66,6 +68,9 @@ struct TrainHooks {
   std::function<std::unique_ptr<Model>(const std::string& device, const Config&,
                                        const ModelOptions&)> make_model;
   std::function<void(int64_t step)> after_step;
+  // --gpus N: the command that starts one rank with these arguments (default: this executable;
+  // tests start the test binary instead).
+  std::function<RankCommand(const std::vector<std::string>& args)> rank_command;
 };
 
 // The whole program: parses argv (argv[0] is the program name), trains, returns the exit
