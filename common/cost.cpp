@@ -50,10 +50,12 @@ const std::vector<GpuSpec>& named_gpus() {
   // Dense (no sparsity) datasheet peaks.
   static const std::vector<GpuSpec> g = {
   // BF16 with FP32 accumulation: the GeForce parts run it at half their FP16-accumulate rate.
-      {"A100 SXM 80GB", 156e12, 19.5e12, 2039e9, 312e12},
-      {"H100 SXM", 494.7e12, 66.9e12, 3350e9, 989.4e12},
-      {"RTX 4090", 82.6e12, 82.6e12, 1008e9, 165.2e12},
-      {"RTX 3060", 12.7e12, 12.7e12, 360e9, 25.4e12},
+  // Links: NVLink 3 (A100 SXM) 300 GB/s and NVLink 4 (H100 SXM) 450 GB/s one way; the GeForce
+  // cards have no NVLink: PCIe 4.0 x16, 32 GB/s.
+      {"A100 SXM 80GB", 156e12, 19.5e12, 2039e9, 312e12, 300e9},
+      {"H100 SXM", 494.7e12, 66.9e12, 3350e9, 989.4e12, 450e9},
+      {"RTX 4090", 82.6e12, 82.6e12, 1008e9, 165.2e12, 32e9},
+      {"RTX 3060", 12.7e12, 12.7e12, 360e9, 25.4e12, 32e9},
   };
   return g;
 }
@@ -198,6 +200,11 @@ StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g
   return r;
 }
 
+double allreduce_seconds(double bytes, int ranks, const GpuSpec& g, double efficiency) {
+  if (ranks <= 1 || g.link_bandwidth <= 0) return 0;
+  return 2.0 * (ranks - 1) / ranks * bytes / (g.link_bandwidth * efficiency);
+}
+
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,
                         int64_t images_per_epoch) {
   StepCost s = step_cost(c, batch);
@@ -246,6 +253,17 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
           precision_name(p), t.launches, 1e3 * t.gemm_s, 1e3 * t.memory_s, 1e3 * t.attention_s,
           1e3 * t.eager_s(), 1e3 * t.graph_s(), 1e3 * roofline_seconds(s, g));
     }
+  // Data parallel: the FP32 gradient buffer is summed once per step (not yet overlapped with the
+  // backward, so it adds to the step).
+  const double grad_bytes = 4.0 * s.params;
+  add("  data parallel (--gpus N): one all-reduce of the %.1f MiB FP32 gradients per step, ring, "
+      "at 80%% of the link (model, not measured), ms for 2 / 4 / 8 GPUs:\n",
+      grad_bytes / 1048576.0);
+  for (const GpuSpec& g : named_gpus())
+    add("    %-14s %7.3f %7.3f %7.3f   (%s %.0f GB/s)\n", g.name.c_str(),
+        1e3 * allreduce_seconds(grad_bytes, 2, g), 1e3 * allreduce_seconds(grad_bytes, 4, g),
+        1e3 * allreduce_seconds(grad_bytes, 8, g),
+        g.link_bandwidth > 100e9 ? "NVLink" : "PCIe 4.0 x16", g.link_bandwidth / 1e9);
   return out;
 }
 

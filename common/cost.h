@@ -33,6 +33,7 @@ struct GpuSpec {
   double fp32_flops;  // CUDA-core FP32 FLOP/s
   double bandwidth;   // DRAM bytes/s
   double bf16_flops;  // dense tensor-core BF16 FLOP/s with FP32 accumulation
+  double link_bandwidth = 0;  // GPU-to-GPU bytes/s one way (NVLink, or PCIe 4.0 x16)
 };
 const std::vector<GpuSpec>& named_gpus();  // A100, H100, RTX 4090, RTX 3060
 
@@ -83,6 +84,10 @@ struct StepTime {
 // stream of short kernels); a graph adds one graph_launch_us for the whole step.
 StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g,
                    const ModelAssumptions& a = ModelAssumptions());
+
+// Data parallel: one ring all-reduce of `bytes` over `ranks` GPUs moves 2 (ranks-1)/ranks x bytes
+// through each GPU's link (NCCL's "bus bandwidth"); at `efficiency` of the link's rate.
+double allreduce_seconds(double bytes, int ranks, const GpuSpec& g, double efficiency = 0.8);
 
 // The report `vit_bench --cost` prints.
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,

@@ -72,6 +72,9 @@ DistConfig dist_from_environment() {
   long port = env_int("MASTER_PORT", 29500);
   if (port < 1 || port > 65535) throw Error("MASTER_PORT=" + std::to_string(port) + ": expected 1..65535");
   c.master_port = (int)port;
+  // Under torchrun its own store already listens on MASTER_PORT (on the master node): ours
+  // takes the next port.
+  if (const char* t = getenv("TORCHELASTIC_RUN_ID"); t && *t && c.master_port < 65535) ++c.master_port;
   return c;
 }
 

@@ -3,6 +3,8 @@
 //   * Where a rank is: torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT, or
 //     mpirun's OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK (MASTER_ADDR/PORT or --rendezvous FILE
 //     then say where rank 0 is). `vit_train --gpus N` starts N such processes itself.
+//     Under torchrun (TORCHELASTIC_RUN_ID set), whose own store listens on MASTER_PORT, rank 0's
+//     rendezvous uses MASTER_PORT + 1.
 //   * Rank 0 makes the ncclUniqueId and hands it out (common/rendezvous.h); then
 //     ncclCommInitRank. The gradient sum (GradientReducer) is one in-place ncclAllReduce of the
 //     flat FP32 gradient buffer on the model's stream; host values (metrics, the stop decision)

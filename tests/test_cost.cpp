@@ -153,3 +153,12 @@ TEST(StepModel, ReportHasEveryPrecisionAndTheFloor) {
   EXPECT_NE(r.find("eager ms"), std::string::npos);
   EXPECT_NE(r.find("floor ms"), std::string::npos);
 }
+
+TEST(StepModel, AllReduceIsTheRingsBusBytesOverTheLink) {
+  GpuSpec g{"round", 1, 1, 1, 1, /*link*/ 100e9};
+  // 4 ranks: each GPU sends and receives 2 * 3/4 of the buffer; 1 GB at 80 GB/s effective.
+  EXPECT_DOUBLE_EQ(allreduce_seconds(1e9, 4, g, 0.8), 1.5e9 / 80e9);
+  EXPECT_DOUBLE_EQ(allreduce_seconds(1e9, 1, g), 0.0);
+  std::string r = cost_report(preset("basic"), "basic", 64, 50000);
+  EXPECT_NE(r.find("36.3 MiB FP32 gradients"), std::string::npos) << r;  // 9,509,130 x 4 bytes
+}
