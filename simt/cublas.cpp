@@ -182,27 +182,31 @@ cublasStatus_t run_gemm(const Gemm& g) {
       fail("%s: %s %p is device memory but the handle is in CUBLAS_POINTER_MODE_HOST", g.fn, name, s);
     }
   }
-  const float alpha = half_scalars ? __half2float(*static_cast<const __half*>(g.alpha)) : *static_cast<const float*>(g.alpha);
-  const float beta = half_scalars ? __half2float(*static_cast<const __half*>(g.beta)) : *static_cast<const float*>(g.beta);
+  // Host-mode scalars are read now (the caller's variables may be gone when the GEMM runs);
+  // device-mode scalars when the GEMM runs, like everything else in device memory.
+  auto scalar = [half_scalars](const void* p) {
+    return half_scalars ? __half2float(*static_cast<const __half*>(p)) : *static_cast<const float*>(p);
+  };
+  const bool device_scalars = g.h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+  const float host_alpha = device_scalars ? 0.0f : scalar(g.alpha);
+  const float host_beta = device_scalars ? 0.0f : scalar(g.beta);
 
   if (g.m == 0 || g.n == 0 || g.batch == 0) return CUBLAS_STATUS_SUCCESS;
-  if (g.Aarr || g.Barr || g.Carr) {
+  const bool arrays = g.Aarr || g.Barr || g.Carr;
+  if (arrays) {
     const size_t bytes = sizeof(void*) * (size_t)g.batch;
     snprintf(what, sizeof what, "%s: the pointer array", g.fn);
     detail::check_device_range(g.Aarr, bytes, what);
     detail::check_device_range(g.Barr, bytes, what);
     detail::check_device_range(g.Carr, bytes, what);
   }
-
-  const bool reads_ab = g.k > 0 && alpha != 0.0f;
   const size_t extA = (size_t)(colsA - 1) * g.lda + rowsA;  // elements spanned by A
   const size_t extB = (size_t)(colsB - 1) * g.ldb + rowsB;
   const size_t extC = (size_t)(g.n - 1) * g.ldc + g.m;
-  std::vector<float> fa, fb, fc;
-  for (int i = 0; i < g.batch; ++i) {
-    const void* A = nth(g.A, g.sA, g.Aarr, g.at, i);
-    const void* B = nth(g.B, g.sB, g.Barr, g.bt, i);
-    void* C = const_cast<void*>(nth(g.C, g.sC, (const void* const*)g.Carr, g.ct, i));
+  // Operands of batch i must lie inside device allocations. Strided operands are checked at the
+  // call; the pointers of a pointer array live in device memory and are read when the GEMM runs.
+  auto check_operands = [=](int i, const void* A, const void* B, const void* C) {
+    char what[160];
     if (g.k > 0) {  // cuBLAS reads A and B whenever k > 0
       snprintf(what, sizeof what, "%s: matrix A (batch %d, %s, %dx%d, lda %d)", g.fn, i, tA ? "T" : "N", rowsA, colsA, g.lda);
       detail::check_device_range(A, extA * type_size(g.at), what);
@@ -211,6 +215,23 @@ cublasStatus_t run_gemm(const Gemm& g) {
     }
     snprintf(what, sizeof what, "%s: matrix C (batch %d, %dx%d, ldc %d)", g.fn, i, g.m, g.n, g.ldc);
     detail::check_device_range(C, extC * type_size(g.ct), what);
+  };
+  if (!arrays)
+    for (int i = 0; i < g.batch; ++i)
+      check_operands(i, nth(g.A, g.sA, nullptr, g.at, i), nth(g.B, g.sB, nullptr, g.bt, i),
+                     nth(g.C, g.sC, nullptr, g.ct, i));
+
+  // The GEMM itself runs on the handle's stream (or is captured into its graph).
+  detail::run_on_stream(g.h->stream, g.fn, [=] {
+  const float alpha = device_scalars ? scalar(g.alpha) : host_alpha;
+  const float beta = device_scalars ? scalar(g.beta) : host_beta;
+  const bool reads_ab = g.k > 0 && alpha != 0.0f;
+  std::vector<float> fa, fb, fc;
+  for (int i = 0; i < g.batch; ++i) {
+    const void* A = nth(g.A, g.sA, g.Aarr, g.at, i);
+    const void* B = nth(g.B, g.sB, g.Barr, g.bt, i);
+    void* C = const_cast<void*>(nth(g.C, g.sC, (const void* const*)g.Carr, g.ct, i));
+    if (arrays) check_operands(i, A, B, C);
 
     // C in float: in place when it is float, else a dense m x n copy.
     float* c32;
@@ -249,6 +270,7 @@ cublasStatus_t run_gemm(const Gemm& g) {
       for (int j = 0; j < g.n; ++j)
         for (int r = 0; r < g.m; ++r) store(c32[(size_t)j * ldc32 + r], g.ct, C, (size_t)j * g.ldc + r);
   }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 
