@@ -284,6 +284,15 @@ void end_capture(const std::shared_ptr<Capture>& c) {
     s->cap.reset();
     s->cap_deps.clear();
   }
+  // Events last recorded in the capture name nodes of a graph that now lives on its own: they
+  // stand for no work on any stream (as before their first record).
+  for (cudaEvent_t e : g_events)
+    if (e->cap == c) {
+      e->cap.reset();
+      e->cap_nodes.clear();
+      e->stream = nullptr;
+      e->seq = 0;
+    }
   g_captures.erase(c);
 }
 
@@ -578,8 +587,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
       if (std::find(s->cap_deps.begin(), s->cap_deps.end(), n) == s->cap_deps.end()) s->cap_deps.push_back(n);
     return cudaSuccess;
   }
-  if (s->cap) return ret(cudaErrorStreamCaptureIsolation);  // an outside event inside a capture
-  if (!event->stream || event->stream->completed >= event->seq) return cudaSuccess;
+  // Before its first record an event stands for no work: waiting on it is a no-op.
+  if (!event->stream) return cudaSuccess;
+  // A capture may only depend on work captured with it.
+  if (s->cap) return ret(cudaErrorStreamCaptureIsolation);
+  if (event->stream->completed >= event->seq) return cudaSuccess;
   // The wait is an empty op that depends on the event's last record (as of this call).
   return ret(simt::enqueue_after(stream, "cudaStreamWaitEvent", WorkKind::Host, nullptr, [] {},
                                  {{event->stream, event->seq}}, nullptr));

@@ -138,6 +138,10 @@ TEST(SimtStreams, BlockingMemcpyWaitsForBlockingStreams) {
     LAUNCH(axpb_kernel, vit::ceil_div(kN, kBlock), kBlock, 0, s, y.ptr, x.ptr, 3.0f, 0.0f, kN);
     std::vector<float> h = y.download();  // cudaMemcpy on the legacy stream
     for (int i = 0; i < kN; ++i) ASSERT_EQ(h[i], 3.0f * i) << order;
+    // The per-thread default stream is a blocking stream too.
+    LAUNCH(axpb_kernel, vit::ceil_div(kN, kBlock), kBlock, 0, cudaStreamPerThread, y.ptr, x.ptr, -1.0f, 0.0f, kN);
+    h = y.download();
+    for (int i = 0; i < kN; ++i) ASSERT_EQ(h[i], -1.0f * i) << order;
     CUDA_CHECK(cudaStreamDestroy(s));
   });
 }
