@@ -10,6 +10,9 @@
 // mantissa, _FAST_16F to half, _FAST_16BF to bfloat16, so tests see the error a GPU would give.
 // FP16/BF16 outputs are rounded once from the FP32 result.
 //
+// The GEMM is queued on the handle's stream (simt::detail::run_on_stream) like a kernel: argument
+// checks and host-pointer-mode scalars happen at the call, the arithmetic when the stream runs.
+//
 // Every matrix must lie inside one device allocation; an operand that would be read or written
 // past the end of its allocation aborts naming it (on a GPU: an illegal address, or silent
 // corruption).

@@ -148,7 +148,11 @@ uint32_t stream_random_below(uint32_t n) {
 // Streams and the queue.
 constexpr size_t kMaxPending = 8192;  // a full queue blocks the issuing thread, as on a GPU
 
-CUstream_st g_legacy_stream;
+CUstream_st g_legacy_stream = [] {
+  CUstream_st s;
+  s.legacy = true;
+  return s;
+}();
 std::set<CUstream_st*> g_streams;  // created and not destroyed
 std::set<CUstream_st*> g_busy;     // streams with queued work (destroyed ones included)
 std::set<cudaEvent_t> g_events;
@@ -171,10 +175,7 @@ CUstream_st* per_thread_stream() {
 
 // The stream object behind a handle, or null if the handle is not a live stream.
 CUstream_st* resolve(cudaStream_t s) {
-  if (s == 0 || s == cudaStreamLegacy) {
-    g_legacy_stream.legacy = true;
-    return &g_legacy_stream;
-  }
+  if (s == 0 || s == cudaStreamLegacy) return &g_legacy_stream;
   if (s == cudaStreamPerThread) return per_thread_stream();
   return g_streams.count(s) ? s : nullptr;
 }
@@ -239,6 +240,9 @@ void drain(const std::vector<std::pair<CUstream_st*, uint64_t>>& targets, const 
     if (cand.empty()) fail("simt: stream deadlock while %s (no queued operation can run)", why);
     CUstream_st* pick = cand[0];
     if (g_sorder.order == StreamOrder::Shuffle) {
+      // By issue order first (g_busy is ordered by address), so a seed replays the same schedule.
+      std::sort(cand.begin(), cand.end(),
+                [](CUstream_st* a, CUstream_st* b) { return a->q.front().id < b->q.front().id; });
       pick = cand[stream_random_below((uint32_t)cand.size())];
     } else {
       for (CUstream_st* s : cand) {
