@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "kernels/common.cuh"
@@ -194,6 +195,36 @@ TEST(SimtStreams, PageableSourceOfBlockingCopyIsStagedAtTheCall) {
   for (int i = 0; i < kN; ++i) ASSERT_EQ(back[i], 1.0f + i);
 }
 
+// Host threads each driving their own stream (as a prefetch thread may): the queues are shared
+// state, and whichever thread synchronises runs the other's queued work.
+TEST(SimtStreams, HostThreadsWithTheirOwnStreams) {
+  VIT_REQUIRE_GPU();
+  auto work = [](float s, std::vector<float>* result) {
+    cudaStream_t st;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    DeviceBuffer<float> x(kN), y(kN);
+    Pinned in(kN), out(kN);
+    for (int i = 0; i < kN; ++i) in.p[i] = (float)i;
+    CUDA_CHECK(cudaMemcpyAsync(x.ptr, in.p, kN * sizeof(float), cudaMemcpyHostToDevice, st));
+    for (int r = 0; r < 5; ++r) {
+      LAUNCH(axpb_kernel, vit::ceil_div(kN, kBlock), kBlock, 0, st, y.ptr, x.ptr, s, 0.0f, kN);
+      LAUNCH(axpb_kernel, vit::ceil_div(kN, kBlock), kBlock, 0, st, x.ptr, y.ptr, 1.0f, 0.0f, kN);
+    }
+    CUDA_CHECK(cudaMemcpyAsync(out.p, x.ptr, kN * sizeof(float), cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    result->assign(out.p, out.p + kN);
+    CUDA_CHECK(cudaStreamDestroy(st));
+  };
+  std::vector<float> r1, r2;
+  std::thread t1(work, 2.0f, &r1), t2(work, -1.0f, &r2);
+  t1.join();
+  t2.join();
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_EQ(r1[i], 32.0f * i);
+    ASSERT_EQ(r2[i], -1.0f * i);
+  }
+}
+
 #if defined(VIT_SIMT)
 // ---------------------------------------------------------------------------------------------
 // The races: simt must make each of them give the wrong answer.
@@ -265,6 +296,17 @@ TEST(SimtStreams, EagerOrderRunsEverythingAtTheCall) {
   simt::set_stream_order(simt::StreamOrder::Eager);
   EXPECT_EQ(copy_then_compute(false)[10], 21.0f);
   simt::reset_stream_order();
+}
+
+// CUDA forbids CUDA calls from a host function running on a stream: simt aborts naming it.
+TEST(SimtStreamsDeathTest, CudaCallFromHostFunctionAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        CUDA_CHECK(cudaLaunchHostFunc(0, [](void*) { cudaDeviceSynchronize(); }, nullptr));
+        CUDA_CHECK(cudaDeviceSynchronize());
+      },
+      "cudaDeviceSynchronize called from a host function or callback running on a stream");
 }
 
 TEST(SimtStreamsDeathTest, BadEnvironmentValueNamesTheVariable) {
