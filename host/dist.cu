@@ -147,12 +147,24 @@ void Communicator::sum_floats(float* device, size_t n, void* stream) {
 void Communicator::reduce_host(void* v, size_t bytes, int count, int dtype, int op) {
   if (bytes > 64 * sizeof(double)) throw Error("internal: host reduction too large");
   auto s = static_cast<cudaStream_t>(stream_);
+  // Everything queued before (the gradient all-reduce on the model's stream among it) first:
+  // the collectives of one communicator must run in the same order on every rank.
+  CUDA_CHECK(cudaDeviceSynchronize());
+  check_async("ncclAllReduce (gradients)");
   CUDA_CHECK(cudaMemcpyAsync(dbuf_, v, bytes, cudaMemcpyHostToDevice, s));
   check(ncclAllReduce(dbuf_, dbuf_, count, (ncclDataType_t)dtype, (ncclRedOp_t)op,
                       static_cast<ncclComm_t>(comm_), s),
         "ncclAllReduce (metrics)");
   CUDA_CHECK(cudaMemcpyAsync(v, dbuf_, bytes, cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
+  check_async("ncclAllReduce (metrics)");
+}
+
+// NCCL reports a failure inside a queued collective (a peer that died) asynchronously.
+void Communicator::check_async(const char* what) {
+  ncclResult_t r = ncclSuccess;
+  check(ncclCommGetAsyncError(static_cast<ncclComm_t>(comm_), &r), "ncclCommGetAsyncError");
+  check(r, what);
 }
 void Communicator::sum(double* v, int n) { reduce_host(v, n * sizeof(double), n, ncclFloat64, ncclSum); }
 void Communicator::sum(int64_t* v, int n) { reduce_host(v, n * sizeof(int64_t), n, ncclInt64, ncclSum); }
@@ -168,6 +180,7 @@ int64_t Communicator::max(int64_t v) {
 #else  // no NCCL in this build
 
 void Communicator::check(int, const char*) {}
+void Communicator::check_async(const char*) {}
 Communicator::Communicator(const DistConfig& c) : rank_(c.rank), world_(c.world) {
   throw Error("this vit_train was built without NCCL, so it runs one rank only (WORLD_SIZE=" +
               std::to_string(c.world) + " asked): install NCCL (libnccl-dev) and rebuild");

@@ -59,6 +59,7 @@ class Communicator final : public GradientReducer {
  private:
   void reduce_host(void* v, size_t bytes, int count, int dtype, int op);
   void check(int result, const char* what);
+  void check_async(const char* what);
   int rank_ = 0, world_ = 1;
   void* comm_ = nullptr;    // ncclComm_t
   void* stream_ = nullptr;  // cudaStream_t for host-value reductions

@@ -10,6 +10,9 @@
 // mantissa, _FAST_16F to half, _FAST_16BF to bfloat16, so tests see the error a GPU would give.
 // FP16/BF16 outputs are rounded once from the FP32 result.
 //
+// The GEMM is queued on the handle's stream (simt::detail::run_on_stream) like a kernel: argument
+// checks and host-pointer-mode scalars happen at the call, the arithmetic when the stream runs.
+//
 // Every matrix must lie inside one device allocation; an operand that would be read or written
 // past the end of its allocation aborts naming it (on a GPU: an illegal address, or silent
 // corruption).
@@ -36,7 +39,13 @@ std::set<cublasHandle_t> g_handles;
 
 enum class Round { None, TF32, F16, BF16 };
 
-using detail::round_tf32;
+float round_tf32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;  // nearest, ties away
+  memcpy(&x, &u, 4);
+  return x;
+}
 float round_as(float x, Round r) {
   switch (r) {
     case Round::None: return x;
@@ -176,102 +185,99 @@ cublasStatus_t run_gemm(const Gemm& g) {
       fail("%s: %s %p is device memory but the handle is in CUBLAS_POINTER_MODE_HOST", g.fn, name, s);
     }
   }
-  if (g.m == 0 || g.n == 0 || g.batch == 0) return CUBLAS_STATUS_SUCCESS;
-  // Host scalars are read now (the caller may reuse them once the call returns); device scalars
-  // when the work runs, as a GPU reads them.
-  auto read_scalar = [half_scalars](const void* s) {
-    return half_scalars ? __half2float(*static_cast<const __half*>(s)) : *static_cast<const float*>(s);
+  // Host-mode scalars are read now (the caller's variables may be gone when the GEMM runs);
+  // device-mode scalars when the GEMM runs, like everything else in device memory.
+  auto scalar = [half_scalars](const void* p) {
+    return half_scalars ? __half2float(*static_cast<const __half*>(p)) : *static_cast<const float*>(p);
   };
   const bool device_scalars = g.h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
-  const float host_alpha = device_scalars ? 0.0f : read_scalar(g.alpha);
-  const float host_beta = device_scalars ? 0.0f : read_scalar(g.beta);
-  if (g.Aarr || g.Barr || g.Carr) {
+  const float host_alpha = device_scalars ? 0.0f : scalar(g.alpha);
+  const float host_beta = device_scalars ? 0.0f : scalar(g.beta);
+
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return CUBLAS_STATUS_SUCCESS;
+  const bool arrays = g.Aarr || g.Barr || g.Carr;
+  if (arrays) {
     const size_t bytes = sizeof(void*) * (size_t)g.batch;
     snprintf(what, sizeof what, "%s: the pointer array", g.fn);
     detail::check_device_range(g.Aarr, bytes, what);
     detail::check_device_range(g.Barr, bytes, what);
     detail::check_device_range(g.Carr, bytes, what);
   }
-
   const size_t extA = (size_t)(colsA - 1) * g.lda + rowsA;  // elements spanned by A
   const size_t extB = (size_t)(colsB - 1) * g.ldb + rowsB;
   const size_t extC = (size_t)(g.n - 1) * g.ldc + g.m;
-  for (int i = 0; i < g.batch; ++i) {
+  // Operands of batch i must lie inside device allocations. Strided operands are checked at the
+  // call; the pointers of a pointer array live in device memory and are read when the GEMM runs.
+  auto check_operands = [=](int i, const void* A, const void* B, const void* C) {
+    char what[160];
     if (g.k > 0) {  // cuBLAS reads A and B whenever k > 0
       snprintf(what, sizeof what, "%s: matrix A (batch %d, %s, %dx%d, lda %d)", g.fn, i, tA ? "T" : "N", rowsA, colsA, g.lda);
-      detail::check_device_range(nth(g.A, g.sA, g.Aarr, g.at, i), extA * type_size(g.at), what);
+      detail::check_device_range(A, extA * type_size(g.at), what);
       snprintf(what, sizeof what, "%s: matrix B (batch %d, %s, %dx%d, ldb %d)", g.fn, i, tB ? "T" : "N", rowsB, colsB, g.ldb);
-      detail::check_device_range(nth(g.B, g.sB, g.Barr, g.bt, i), extB * type_size(g.bt), what);
+      detail::check_device_range(B, extB * type_size(g.bt), what);
     }
     snprintf(what, sizeof what, "%s: matrix C (batch %d, %dx%d, ldc %d)", g.fn, i, g.m, g.n, g.ldc);
-    detail::check_device_range(nth(g.C, g.sC, (const void* const*)g.Carr, g.ct, i), extC * type_size(g.ct), what);
-  }
+    detail::check_device_range(C, extC * type_size(g.ct), what);
+  };
+  if (!arrays)
+    for (int i = 0; i < g.batch; ++i)
+      check_operands(i, nth(g.A, g.sA, nullptr, g.at, i), nth(g.B, g.sB, nullptr, g.bt, i),
+                     nth(g.C, g.sC, nullptr, g.ct, i));
 
-  // Everything below runs as the GPU work of the call: it captures by value.
-  detail::run_on_stream(g.h->stream, g.fn, [=]() {
-    const float alpha = device_scalars ? read_scalar(g.alpha) : host_alpha;
-    const float beta = device_scalars ? read_scalar(g.beta) : host_beta;
-    const bool reads_ab = g.k > 0 && alpha != 0.0f;
-    std::vector<float> fa, fb, fc;
-    for (int i = 0; i < g.batch; ++i) {
-      const void* A = nth(g.A, g.sA, g.Aarr, g.at, i);
-      const void* B = nth(g.B, g.sB, g.Barr, g.bt, i);
-      void* C = const_cast<void*>(nth(g.C, g.sC, (const void* const*)g.Carr, g.ct, i));
+  // The GEMM itself runs on the handle's stream (or is captured into its graph).
+  detail::run_on_stream(g.h->stream, g.fn, [=] {
+  const float alpha = device_scalars ? scalar(g.alpha) : host_alpha;
+  const float beta = device_scalars ? scalar(g.beta) : host_beta;
+  const bool reads_ab = g.k > 0 && alpha != 0.0f;
+  std::vector<float> fa, fb, fc;
+  for (int i = 0; i < g.batch; ++i) {
+    const void* A = nth(g.A, g.sA, g.Aarr, g.at, i);
+    const void* B = nth(g.B, g.sB, g.Barr, g.bt, i);
+    void* C = const_cast<void*>(nth(g.C, g.sC, (const void* const*)g.Carr, g.ct, i));
+    if (arrays) check_operands(i, A, B, C);
 
-      // C in float: in place when it is float, else a dense m x n copy.
-      float* c32;
-      int ldc32;
-      if (g.ct == CUDA_R_32F) {
-        c32 = static_cast<float*>(C);
-        ldc32 = g.ldc;
-      } else {
-        fc.assign((size_t)g.m * g.n, 0.0f);
-        c32 = fc.data();
-        ldc32 = g.m;
-      }
-      // beta == 0: C's old contents (NaN garbage included) are never read.
-      for (int j = 0; j < g.n; ++j)
-        for (int r = 0; r < g.m; ++r) {
-          float old = beta == 0.0f ? 0.0f : load(C, g.ct, (size_t)j * g.ldc + r);
-          c32[(size_t)j * ldc32 + r] = beta == 0.0f ? 0.0f : old * beta;
-        }
-      if (reads_ab) {
-        const float* a32 = static_cast<const float*>(A);
-        const float* b32 = static_cast<const float*>(B);
-        if (g.at != CUDA_R_32F || round != Round::None) {
-          fa.resize(extA);
-          to_float(A, g.at, extA, round, fa.data());
-          a32 = fa.data();
-        }
-        if (g.bt != CUDA_R_32F || round != Round::None) {
-          fb.resize(extB);
-          to_float(B, g.bt, extB, round, fb.data());
-          b32 = fb.data();
-        }
-        cblas_sgemm(CblasColMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                    g.m, g.n, g.k, alpha, a32, g.lda, b32, g.ldb, 1.0f, c32, ldc32);
-      }
-      if (g.ct != CUDA_R_32F)
-        for (int j = 0; j < g.n; ++j)
-          for (int r = 0; r < g.m; ++r) store(c32[(size_t)j * ldc32 + r], g.ct, C, (size_t)j * g.ldc + r);
+    // C in float: in place when it is float, else a dense m x n copy.
+    float* c32;
+    int ldc32;
+    if (g.ct == CUDA_R_32F) {
+      c32 = static_cast<float*>(C);
+      ldc32 = g.ldc;
+    } else {
+      fc.assign((size_t)g.m * g.n, 0.0f);
+      c32 = fc.data();
+      ldc32 = g.m;
     }
+    // beta == 0: C's old contents (NaN garbage included) are never read.
+    for (int j = 0; j < g.n; ++j)
+      for (int r = 0; r < g.m; ++r) {
+        float old = beta == 0.0f ? 0.0f : load(C, g.ct, (size_t)j * g.ldc + r);
+        c32[(size_t)j * ldc32 + r] = beta == 0.0f ? 0.0f : old * beta;
+      }
+    if (reads_ab) {
+      const float* a32 = static_cast<const float*>(A);
+      const float* b32 = static_cast<const float*>(B);
+      if (g.at != CUDA_R_32F || round != Round::None) {
+        fa.resize(extA);
+        to_float(A, g.at, extA, round, fa.data());
+        a32 = fa.data();
+      }
+      if (g.bt != CUDA_R_32F || round != Round::None) {
+        fb.resize(extB);
+        to_float(B, g.bt, extB, round, fb.data());
+        b32 = fb.data();
+      }
+      cblas_sgemm(CblasColMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
+                  g.m, g.n, g.k, alpha, a32, g.lda, b32, g.ldb, 1.0f, c32, ldc32);
+    }
+    if (g.ct != CUDA_R_32F)
+      for (int j = 0; j < g.n; ++j)
+        for (int r = 0; r < g.m; ++r) store(c32[(size_t)j * ldc32 + r], g.ct, C, (size_t)j * g.ldc + r);
+  }
   });
   return CUBLAS_STATUS_SUCCESS;
 }
 
 }  // namespace
-}  // namespace simt
-
-namespace simt {
-namespace detail {
-// The synchronous version: the work runs now, on the calling thread, like everything else in
-// this simt. (The asynchronous-streams runtime replaces this definition with a queue per stream
-// that CUDA graphs can also record into.)
-void run_on_stream(cudaStream_t, const char*, std::function<void()> work) {
-  std::lock_guard<std::recursive_mutex> lock(device_mutex());
-  work();
-}
-}  // namespace detail
 }  // namespace simt
 
 using simt::Gemm;

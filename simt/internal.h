@@ -26,6 +26,29 @@ std::recursive_mutex& device_mutex();
 void set_last_error(cudaError_t e);
 bool valid_stream(cudaStream_t s);
 
+// ---- Streams (simt/streams.cpp). Asynchronous work is queued per stream and runs only when the
+// program forces it (a synchronize, a blocking copy, a query), in the SIMT_STREAMS order.
+enum class WorkKind : uint8_t { Kernel, Memcpy, Memset, Host, Library, Graph };
+// Enqueue `work` on `stream`, or record it into the graph when the stream is capturing. Errors
+// (an invalidated capture, a legacy-stream call during a blocking capture, a bad handle) go to
+// cudaGetLastError and the work is dropped. `work` runs later, on whichever host thread forces
+// it: it must own (copy) everything it reads from the caller's stack.
+void run_on_stream(cudaStream_t stream, const char* what, std::function<void()> work);
+// The same, returning the error; `func` names a kernel node's function (cudaGraphExecUpdate
+// compares it); *ticket receives the op's position in the stream for wait_for (0: not queued).
+cudaError_t enqueue(cudaStream_t stream, const char* what, WorkKind kind, const void* func,
+                    std::function<void()> work, uint64_t* ticket = nullptr);
+// Block the host until op `ticket` of `stream` has run (a blocking copy).
+void wait_for(cudaStream_t stream, uint64_t ticket, const char* why);
+// Block until everything op `ticket` waits for has run, but not the op itself (a pageable
+// cudaMemcpy: "a stream sync is performed before the copy is initiated").
+void wait_for_stream_deps(cudaStream_t stream, uint64_t ticket, const char* why);
+// Run everything queued (cudaFree and friends).
+void synchronize_device(const char* why);
+// A potentially unsafe call during stream capture (cudaMalloc, cudaFree, ...): returns
+// cudaErrorStreamCaptureUnsupported and invalidates the captures whose mode forbids it.
+cudaError_t check_capture_unsafe_call();
+
 // cudaFuncAttributeMaxDynamicSharedMemorySize of a kernel (default 48 KiB).
 int set_max_dynamic_smem(const void* func, int bytes);
 int max_dynamic_smem(const void* func);
@@ -39,13 +62,6 @@ void check_all_guards(const char* kernel, const char* when = nullptr);
 void check_device_range(const void* p, size_t bytes, const char* what);
 // Whether p points into a live device allocation (or a registered symbol / managed memory).
 bool is_device_pointer(const void* p);
-
-// Runs the device-memory work of one library call (a cuBLAS / cuBLASLt GEMM) on `stream`, as the
-// GPU would run the kernels the call enqueues. The caller checks its arguments first (statuses
-// are returned at call time, as on a GPU), then hands everything the work touches to `work` BY
-// VALUE: the work may run after the call has returned. `what` names the call in messages.
-// (Here: runs `work` at once under device_mutex(); the asynchronous-streams version replaces it.)
-void run_on_stream(cudaStream_t stream, const char* what, std::function<void()> work);
 
 // x rounded to TF32 (10-bit mantissa, nearest, ties away from zero: what the tensor cores'
 // conversion does), for CUBLAS_COMPUTE_32F_FAST_TF32 / CUBLAS_TF32_TENSOR_OP_MATH. Inf/NaN pass.

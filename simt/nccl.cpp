@@ -16,8 +16,9 @@
 // (ncclInvalidArgument); every rank must call the same collectives in the same order with the
 // same count/datatype/op/root — a mismatch is reported as ncclInvalidUsage on every rank instead
 // of silently corrupting (NCCL would hang or produce garbage); calls between ncclGroupStart and
-// ncclGroupEnd run at ncclGroupEnd, in order. Stream order: a collective runs after the work
-// queued before it on its stream (simt runs queued work in issue order on the host).
+// ncclGroupEnd are queued at ncclGroupEnd, in order. Stream order: a collective is queued on its
+// stream like a kernel and runs when simt runs that stream's work (at a synchronize); errors
+// found then are asynchronous: ncclCommGetAsyncError and every later call on the comm report them.
 //
 // What NCCL does not do but we need for tests of failure handling: a rank that waits for a peer
 // checks that the peer's process is alive (a killed rank is reported as ncclRemoteError naming
@@ -338,18 +339,37 @@ ncclResult_t check_args(const char* call, const void* send, void* recv, size_t c
 }
 
 // Group calls: collectives issued inside ncclGroupStart/End are deferred to the End.
+struct GroupOp {
+  cudaStream_t stream;
+  const char* call;
+  std::function<ncclResult_t()> op;
+  ncclComm_t comm;
+};
 thread_local int t_group_depth = 0;
-thread_local std::vector<std::function<ncclResult_t()>> t_group_ops;
+thread_local std::vector<GroupOp> t_group_ops;
+
+// A collective is stream-ordered work: queued on `stream` like a kernel (simt::detail::
+// run_on_stream), it runs after the work before it and reads/writes the buffers then. Its
+// failure (a dead peer, a mismatch) is asynchronous, as with NCCL: recorded in the communicator
+// and returned by ncclCommGetAsyncError and by every later call on it.
+void enqueue(cudaStream_t stream, const char* call, std::function<ncclResult_t()> op, ncclComm_t c) {
+  simt::detail::run_on_stream(stream, call, [op, c] {
+    if (c->async_error != ncclSuccess) return;  // failed before: do nothing more
+    ncclResult_t r = op();
+    if (r != ncclSuccess) c->async_error = r;
+  });
+}
 
 ncclResult_t submit(cudaStream_t stream, std::function<ncclResult_t()> op, ncclComm_t c,
                     const char* call) {
   if (!simt::detail::valid_stream(stream))
     return fail(c, ncclInvalidArgument, "%s: invalid stream", call);
   if (t_group_depth > 0) {
-    t_group_ops.push_back(std::move(op));
+    t_group_ops.push_back({stream, call, std::move(op), c});
     return ncclSuccess;
   }
-  return op();
+  enqueue(stream, call, std::move(op), c);
+  return ncclSuccess;
 }
 
 }  // namespace
@@ -539,10 +559,9 @@ ncclResult_t ncclGroupEnd() {
   if (t_group_depth == 0)
     return fail(nullptr, ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
   if (--t_group_depth > 0) return ncclSuccess;
-  std::vector<std::function<ncclResult_t()>> ops;
+  std::vector<GroupOp> ops;
   ops.swap(t_group_ops);
-  for (auto& op : ops)
-    if (ncclResult_t r = op()) return r;
+  for (GroupOp& g : ops) enqueue(g.stream, g.call, std::move(g.op), g.comm);
   return ncclSuccess;
 }
 

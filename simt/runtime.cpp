@@ -1,8 +1,8 @@
 // simt/runtime.cpp — the CUDA runtime API on the CPU: device memory with guard bytes, copies
 // with range checks, streams and events, errors, and a fake device's properties.
 //
-// Everything executes synchronously at call time, which is one valid CUDA schedule: a stream's
-// work is done when the call returns, events record a host timestamp, every query says "done".
+// Copies and sets are queued on their stream like every asynchronous call (simt/streams.cpp
+// holds the queues, events and graphs); cudaFree/cudaFreeHost synchronise the device first.
 //
 // Device allocations are host memory laid out as [256 guard bytes][size bytes][>= 256 guard
 // bytes]. The user bytes start 0xFF-filled (NaN for float and half), the guards hold a NaN
@@ -16,17 +16,6 @@
 #include <string>
 
 #include "simt/internal.h"
-
-// The opaque handle types of driver_types.h, defined here.
-struct CUstream_st {
-  unsigned flags;
-  int priority;
-};
-struct CUevent_st {
-  unsigned flags;
-  bool recorded;
-  std::chrono::steady_clock::time_point when;
-};
 
 namespace simt {
 namespace {
@@ -141,9 +130,11 @@ Alloc* find_guard_hit(const void* p, bool* before) {
   return nullptr;
 }
 
-cudaError_t allocate(void** out, size_t size, Kind kind) {
+cudaError_t allocate(void** out, size_t size, Kind kind, bool unsafe_in_capture = true) {
   if (!out) return ret(cudaErrorInvalidValue);
   Lock lock(device_mutex());
+  if (unsafe_in_capture)
+    if (cudaError_t e = detail::check_capture_unsafe_call()) return ret(e);
   if (size == 0) {
     *out = nullptr;
     return cudaSuccess;
@@ -168,9 +159,14 @@ cudaError_t allocate(void** out, size_t size, Kind kind) {
   return cudaSuccess;
 }
 
-cudaError_t release(void* p, bool pinned, const char* call) {
+cudaError_t release(void* p, bool pinned, const char* call, bool synchronous = true) {
   if (!p) return cudaSuccess;
   Lock lock(device_mutex());
+  if (synchronous) {
+    if (cudaError_t e = detail::check_capture_unsafe_call()) return ret(e);
+    // Freeing synchronises with the device (queued work may still use the memory).
+    detail::synchronize_device(call);
+  }
   auto it = g_allocs.find((uintptr_t)p);
   bool ok = it != g_allocs.end() && (pinned ? it->second.kind == Kind::Pinned
                                             : (it->second.kind == Kind::Device || it->second.kind == Kind::Managed));
@@ -200,9 +196,6 @@ void check_host_range(const void* p, size_t n, const char* what) {
          (size_t)((uintptr_t)p - (uintptr_t)a->ptr));
 }
 
-std::set<cudaStream_t> g_streams;
-std::set<cudaEvent_t> g_events;
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -213,11 +206,6 @@ std::recursive_mutex& device_mutex() {
   return m;
 }
 void set_last_error(cudaError_t e) { ret(e); }
-bool valid_stream(cudaStream_t s) {
-  if (s == 0 || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
-  Lock lock(device_mutex());
-  return g_streams.count(s) != 0;
-}
 
 void check_all_guards(const char* kernel, const char* when) {
   Lock lock(device_mutex());
@@ -304,11 +292,22 @@ cudaError_t cudaMallocManaged(void** devPtr, size_t size, unsigned int) {
 }
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
   if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return simt::allocate(devPtr, size, simt::Kind::Device);
+  // Stream-ordered allocation is legal during capture; simt allocates at call time.
+  return simt::allocate(devPtr, size, simt::Kind::Device, false);
 }
 cudaError_t cudaFree(void* devPtr) { return simt::release(devPtr, false, "cudaFree"); }
-cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t) {
-  return simt::release(devPtr, false, "cudaFreeAsync");
+cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
+  if (!devPtr) return cudaSuccess;
+  {
+    Lock lock(device_mutex());
+    auto it = simt::g_allocs.find((uintptr_t)devPtr);
+    if (it == simt::g_allocs.end() || it->second.kind != simt::Kind::Device)
+      simt::fail("cudaFreeAsync(%p): not a live device allocation (freed twice, or not returned by "
+                 "cudaMalloc)", devPtr);
+  }
+  // Stream-ordered: the memory is released when the stream reaches the free.
+  return ret(simt::detail::enqueue(stream, "cudaFreeAsync", simt::detail::WorkKind::Host, nullptr,
+                                   [devPtr] { simt::release(devPtr, false, "cudaFreeAsync", false); }));
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
   return simt::allocate(ptr, size, simt::Kind::Pinned);
@@ -363,199 +362,170 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* pt
 }
 
 // ---------------------------------------------------------------------------------------------
-// Copies and sets.
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
-  if (count == 0) return cudaSuccess;
-  Lock lock(device_mutex());
+// Copies and sets. They are queued on their stream (cudaMemcpy/cudaMemset on the legacy default
+// stream) and read their source and write their destination when they run, with the host-side
+// synchronisation of CUDA's "API synchronization behavior" page:
+//   * host -> device from pageable memory: the source is staged (read) at call time; cudaMemcpy
+//     first waits for the stream's earlier work, and returns before the copy itself has run;
+//   * host -> device from pinned memory: cudaMemcpy waits for the copy; the Async form does not;
+//   * device -> host: cudaMemcpy waits for the copy; the Async form does not (even to pageable
+//     memory, where CUDA only says it *might* be synchronous);
+//   * device -> device: never waits; host -> host: always waits;
+//   * cudaMemset (device memory) never waits.
+namespace simt {
+namespace {
+
+cudaMemcpyKind resolve_kind(void* dst, const void* src, cudaMemcpyKind kind) {
+  if (kind != cudaMemcpyDefault) return kind;
+  bool dd = detail::is_device_pointer(dst), sd = detail::is_device_pointer(src);
+  return dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+            : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+}
+
+// Range checks of one row of a copy (abort on a bad range); false for an unknown kind.
+bool check_copy_row(void* dst, const void* src, size_t count, cudaMemcpyKind kind, const char* call) {
+  char what[128];
+  static const char* names[] = {"HostToHost", "HostToDevice", "DeviceToHost", "DeviceToDevice"};
+  if ((int)kind < 0 || (int)kind > 3) return false;
+  auto check = [&](bool device, const void* p, const char* side) {
+    snprintf(what, sizeof what, "%s(%s) %s", call, names[kind], side);
+    if (device) detail::check_device_range(p, count, what);
+    else check_host_range(p, count, what);
+  };
+  check(kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice, dst, "destination");
+  check(kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice, src, "source");
+  return true;
+}
+
+// A (2-D) copy of `height` rows of `width` bytes on `stream`; `blocking`: the cudaMemcpy form.
+cudaError_t copy(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                 size_t height, cudaMemcpyKind kind, cudaStream_t stream, bool blocking,
+                 const char* call) {
+  if (width == 0 || height == 0) return cudaSuccess;
   if (!dst || !src) return ret(cudaErrorInvalidValue);
-  if (kind == cudaMemcpyDefault) {
-    bool dd = simt::detail::is_device_pointer(dst), sd = simt::detail::is_device_pointer(src);
-    kind = dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-              : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  if (height > 1 && (width > dpitch || width > spitch)) return ret(cudaErrorInvalidPitchValue);
+  Lock lock(device_mutex());
+  if (!detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  kind = resolve_kind(dst, src, kind);
+  for (size_t r = 0; r < height; ++r)
+    if (!check_copy_row((char*)dst + r * dpitch, (const char*)src + r * spitch, width, kind, call))
+      return ret(cudaErrorInvalidMemcpyDirection);
+  const bool staged = kind == cudaMemcpyHostToDevice && !is_pinned(src);
+  std::shared_ptr<std::vector<char>> stage;
+  if (staged) {
+    stage = std::make_shared<std::vector<char>>(width * height);
+    for (size_t r = 0; r < height; ++r) memcpy(stage->data() + r * width, (const char*)src + r * spitch, width);
+    src = stage->data();
+    spitch = width;
   }
-  switch (kind) {
-    case cudaMemcpyHostToHost:
-      simt::check_host_range(dst, count, "cudaMemcpy(HostToHost) destination");
-      simt::check_host_range(src, count, "cudaMemcpy(HostToHost) source");
-      break;
-    case cudaMemcpyHostToDevice:
-      simt::detail::check_device_range(dst, count, "cudaMemcpy(HostToDevice) destination");
-      simt::check_host_range(src, count, "cudaMemcpy(HostToDevice) source");
-      break;
-    case cudaMemcpyDeviceToHost:
-      simt::check_host_range(dst, count, "cudaMemcpy(DeviceToHost) destination");
-      simt::detail::check_device_range(src, count, "cudaMemcpy(DeviceToHost) source");
-      break;
-    case cudaMemcpyDeviceToDevice:
-      simt::detail::check_device_range(dst, count, "cudaMemcpy(DeviceToDevice) destination");
-      simt::detail::check_device_range(src, count, "cudaMemcpy(DeviceToDevice) source");
-      break;
-    default: return ret(cudaErrorInvalidMemcpyDirection);
+  auto work = [dst, dpitch, src, spitch, width, height, stage] {
+    for (size_t r = 0; r < height; ++r) memmove((char*)dst + r * dpitch, (const char*)src + r * spitch, width);
+  };
+  uint64_t ticket = 0;
+  cudaError_t e = detail::enqueue(stream, call, detail::WorkKind::Memcpy, nullptr, work, &ticket);
+  if (e != cudaSuccess) return ret(e);
+  if (kind == cudaMemcpyHostToHost || (blocking && kind != cudaMemcpyDeviceToDevice)) {
+    if (staged) detail::wait_for_stream_deps(stream, ticket, call);
+    else detail::wait_for(stream, ticket, call);
   }
-  memmove(dst, src, count);
   return cudaSuccess;
+}
+
+cudaError_t set(void* dst, size_t pitch, int value, size_t width, size_t height, cudaStream_t stream,
+                const char* call) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (height > 1 && width > pitch) return ret(cudaErrorInvalidPitchValue);
+  Lock lock(device_mutex());
+  if (!detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  char what[96];
+  snprintf(what, sizeof what, "%s destination", call);
+  for (size_t r = 0; r < height; ++r) detail::check_device_range((char*)dst + r * pitch, width, what);
+  return ret(detail::enqueue(stream, call, detail::WorkKind::Memset, nullptr, [=] {
+    for (size_t r = 0; r < height; ++r) memset((char*)dst + r * pitch, value, width);
+  }));
+}
+
+}  // namespace
+}  // namespace simt
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  return simt::copy(dst, count, src, count, count, 1, kind, 0, true, "cudaMemcpy");
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
                             cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemcpy(dst, src, count, kind);
+  return simt::copy(dst, count, src, count, count, 1, kind, stream, false, "cudaMemcpyAsync");
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                          size_t height, cudaMemcpyKind kind) {
-  if (width == 0 || height == 0) return cudaSuccess;
-  if (width > dpitch || width > spitch) return ret(cudaErrorInvalidPitchValue);
-  for (size_t r = 0; r < height; ++r) {
-    cudaError_t e = cudaMemcpy((char*)dst + r * dpitch, (const char*)src + r * spitch, width, kind);
-    if (e != cudaSuccess) return e;
-  }
-  return cudaSuccess;
+  if (width && height && (width > dpitch || width > spitch)) return ret(cudaErrorInvalidPitchValue);
+  return simt::copy(dst, dpitch, src, spitch, width, height, kind, 0, true, "cudaMemcpy2D");
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind, cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+  if (width && height && (width > dpitch || width > spitch)) return ret(cudaErrorInvalidPitchValue);
+  return simt::copy(dst, dpitch, src, spitch, width, height, kind, stream, false, "cudaMemcpy2DAsync");
 }
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
-  if (count == 0) return cudaSuccess;
-  Lock lock(device_mutex());
-  simt::detail::check_device_range(devPtr, count, "cudaMemset destination");
-  memset(devPtr, value, count);
-  return cudaSuccess;
+  return simt::set(devPtr, count, value, count, 1, 0, "cudaMemset");
 }
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemset(devPtr, value, count);
+  return simt::set(devPtr, count, value, count, 1, stream, "cudaMemsetAsync");
 }
-// Symbols (__constant__ / __device__ variables) are ordinary host globals under simt.
+cudaError_t cudaMemset2D(void* devPtr, size_t pitch, int value, size_t width, size_t height) {
+  if (width && height && width > pitch) return ret(cudaErrorInvalidPitchValue);
+  return simt::set(devPtr, pitch, value, width, height, 0, "cudaMemset2D");
+}
+cudaError_t cudaMemset2DAsync(void* devPtr, size_t pitch, int value, size_t width, size_t height,
+                              cudaStream_t stream) {
+  if (width && height && width > pitch) return ret(cudaErrorInvalidPitchValue);
+  return simt::set(devPtr, pitch, value, width, height, stream, "cudaMemset2DAsync");
+}
+// Symbols (__constant__ / __device__ variables) are ordinary host globals under simt; copies to
+// and from them are ordered on the stream like any other copy.
+namespace {
+cudaError_t symbol_copy(void* dst, const void* src, size_t count, bool to_symbol, cudaMemcpyKind kind,
+                        cudaStream_t stream, bool blocking, const char* call) {
+  if (count == 0) return cudaSuccess;
+  const bool host_side = to_symbol ? kind != cudaMemcpyDeviceToDevice && !simt::detail::is_device_pointer(src)
+                                   : kind != cudaMemcpyDeviceToDevice && !simt::detail::is_device_pointer(dst);
+  Lock lock(device_mutex());
+  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
+  std::shared_ptr<std::vector<char>> stage;
+  if (to_symbol && host_side && !simt::is_pinned(src)) {  // pageable source: staged now
+    stage = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + count);
+    src = stage->data();
+  }
+  uint64_t ticket = 0;
+  cudaError_t e = simt::detail::enqueue(stream, call, simt::detail::WorkKind::Memcpy, nullptr,
+                                        [dst, src, count, stage] { memmove(dst, src, count); }, &ticket);
+  if (e != cudaSuccess) return ret(e);
+  if (blocking && host_side) {
+    if (stage) simt::detail::wait_for_stream_deps(stream, ticket, call);
+    else simt::detail::wait_for(stream, ticket, call);
+  }
+  return cudaSuccess;
+}
+}  // namespace
 cudaError_t cudaMemcpyToSymbol(const void* symbol, const void* src, size_t count, size_t offset,
                                cudaMemcpyKind kind) {
   if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault)
     return ret(cudaErrorInvalidMemcpyDirection);
-  Lock lock(device_mutex());
-  memmove((char*)symbol + offset, src, count);
-  return cudaSuccess;
+  return symbol_copy((char*)symbol + offset, src, count, true, kind, 0, true, "cudaMemcpyToSymbol");
 }
 cudaError_t cudaMemcpyToSymbolAsync(const void* symbol, const void* src, size_t count,
                                     size_t offset, cudaMemcpyKind kind, cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemcpyToSymbol(symbol, src, count, offset, kind);
+  if (kind != cudaMemcpyHostToDevice && kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault)
+    return ret(cudaErrorInvalidMemcpyDirection);
+  return symbol_copy((char*)symbol + offset, src, count, true, kind, stream, false, "cudaMemcpyToSymbolAsync");
 }
 cudaError_t cudaMemcpyFromSymbol(void* dst, const void* symbol, size_t count, size_t offset,
                                  cudaMemcpyKind kind) {
   if (kind != cudaMemcpyDeviceToHost && kind != cudaMemcpyDeviceToDevice && kind != cudaMemcpyDefault)
     return ret(cudaErrorInvalidMemcpyDirection);
-  Lock lock(device_mutex());
-  memmove(dst, (const char*)symbol + offset, count);
-  return cudaSuccess;
+  return symbol_copy(dst, (const char*)symbol + offset, count, false, kind, 0, true, "cudaMemcpyFromSymbol");
 }
 cudaError_t cudaGetSymbolAddress(void** devPtr, const void* symbol) {
   *devPtr = (void*)symbol;
-  return cudaSuccess;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Streams, events, synchronisation.
-cudaError_t cudaStreamCreateWithPriority(cudaStream_t* pStream, unsigned int flags, int priority) {
-  if (!pStream) return ret(cudaErrorInvalidValue);
-  Lock lock(device_mutex());
-  *pStream = new CUstream_st{flags, priority};
-  simt::g_streams.insert(*pStream);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithPriority(pStream, 0, 0); }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
-  return cudaStreamCreateWithPriority(pStream, flags, 0);
-}
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  Lock lock(device_mutex());
-  if (!simt::g_streams.erase(stream)) return ret(cudaErrorInvalidResourceHandle);
-  delete stream;
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceGetStreamPriorityRange(int* leastPriority, int* greatestPriority) {
-  if (leastPriority) *leastPriority = 0;
-  if (greatestPriority) *greatestPriority = -5;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  simt::detail::check_all_guards(nullptr, "cudaStreamSynchronize");
-  return cudaSuccess;
-}
-cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  Lock lock(device_mutex());
-  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* userData) {
-  if (!simt::detail::valid_stream(stream) || !fn) return ret(cudaErrorInvalidResourceHandle);
-  fn(userData);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamAddCallback(cudaStream_t stream, cudaStreamCallback_t callback,
-                                  void* userData, unsigned int) {
-  if (!simt::detail::valid_stream(stream) || !callback) return ret(cudaErrorInvalidResourceHandle);
-  callback(stream, cudaSuccess, userData);
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags) {
-  if (!event) return ret(cudaErrorInvalidValue);
-  Lock lock(device_mutex());
-  *event = new CUevent_st{flags, false, {}};
-  simt::g_events.insert(*event);
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  Lock lock(device_mutex());
-  if (!simt::g_events.erase(event)) return ret(cudaErrorInvalidResourceHandle);
-  delete event;
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-  if (!simt::detail::valid_stream(stream)) return ret(cudaErrorInvalidResourceHandle);
-  Lock lock(device_mutex());
-  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
-  event->recorded = true;
-  event->when = std::chrono::steady_clock::now();
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecordWithFlags(cudaEvent_t event, cudaStream_t stream, unsigned int) {
-  return cudaEventRecord(event, stream);
-}
-cudaError_t cudaEventQuery(cudaEvent_t event) {
-  Lock lock(device_mutex());
-  if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  {
-    Lock lock(device_mutex());
-    if (!simt::g_events.count(event)) return ret(cudaErrorInvalidResourceHandle);
-  }
-  simt::detail::check_all_guards(nullptr, "cudaEventSynchronize");
-  return cudaSuccess;
-}
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!ms) return ret(cudaErrorInvalidValue);
-  Lock lock(device_mutex());
-  if (!simt::g_events.count(start) || !simt::g_events.count(end)) return ret(cudaErrorInvalidResourceHandle);
-  if ((start->flags | end->flags) & cudaEventDisableTiming) return ret(cudaErrorInvalidResourceHandle);
-  if (!start->recorded || !end->recorded) return ret(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(end->when - start->when).count();
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceSynchronize(void) {
-  simt::detail::check_all_guards(nullptr, "cudaDeviceSynchronize");
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceReset(void) {
-  simt::detail::check_all_guards(nullptr, "cudaDeviceReset");
   return cudaSuccess;
 }
 
@@ -578,6 +548,10 @@ const char* cudaGetErrorName(cudaError_t error) {
     N(cudaErrorNoDevice) N(cudaErrorLaunchOutOfResources) N(cudaErrorInvalidDeviceFunction)
     N(cudaErrorIllegalAddress) N(cudaErrorLaunchFailure) N(cudaErrorNotSupported)
     N(cudaErrorHostMemoryAlreadyRegistered) N(cudaErrorHostMemoryNotRegistered) N(cudaErrorUnknown)
+    N(cudaErrorIllegalState) N(cudaErrorStreamCaptureUnsupported) N(cudaErrorStreamCaptureInvalidated)
+    N(cudaErrorStreamCaptureMerge) N(cudaErrorStreamCaptureUnmatched) N(cudaErrorStreamCaptureUnjoined)
+    N(cudaErrorStreamCaptureIsolation) N(cudaErrorStreamCaptureImplicit) N(cudaErrorCapturedEvent)
+    N(cudaErrorStreamCaptureWrongThread) N(cudaErrorGraphExecUpdateFailure)
 #undef N
     default: return "cudaErrorUnknown";
   }
@@ -604,6 +578,16 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorHostMemoryAlreadyRegistered: return "part or all of the requested memory range is already mapped";
     case cudaErrorHostMemoryNotRegistered: return "pointer does not correspond to a registered memory region";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorStreamCaptureUnjoined: return "capturing stream has unjoined work";
+    case cudaErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
+    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorCapturedEvent: return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorGraphExecUpdateFailure: return "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
     default: return "unknown error";
   }
 }

@@ -448,6 +448,8 @@ int max_dynamic_smem(const void* func) {
   return it == g_max_dynamic_smem.end() ? kSharedMemPerBlock : it->second;
 }
 
+void run_launch(const KernelLaunch& L);  // executes every block, now
+
 void launch(const KernelLaunch& L) {
   // Configuration checks, with the errors CUDA reports (non-sticky, through cudaGetLastError).
   const dim3 g = L.grid, bl = L.block;
@@ -467,7 +469,14 @@ void launch(const KernelLaunch& L) {
     set_last_error(cudaErrorInvalidResourceHandle);
     return;
   }
+  // Queued (or captured) on the stream; the copy of L keeps the argument closure alive.
+  cudaError_t e = enqueue(L.stream, L.name, WorkKind::Kernel, L.func, [L] { run_launch(L); });
+  if (e != cudaSuccess) set_last_error(e);
+}
 
+void run_launch(const KernelLaunch& L) {
+  const dim3 g = L.grid, bl = L.block;
+  const unsigned long long nthreads = (unsigned long long)bl.x * bl.y * bl.z;
   std::lock_guard<std::recursive_mutex> lock(device_mutex());
   init_order_from_env();
   install_crash_handlers();  // before the TLS block is borrowed: it reads a thread_local

@@ -7,8 +7,8 @@
 // simt/cublas.cpp define the functions on the CPU, simt/scheduler.cpp runs the kernels. What this
 // header adds is the device side that NVIDIA's headers only declare for nvcc:
 //
-//   * a kernel launch (simt::launch_kernel, behind LAUNCH) runs synchronously on the calling host
-//     thread: blocks one after another, one Boost.Context fiber per CUDA thread;
+//   * a kernel launch (simt::launch_kernel, behind LAUNCH) is queued on its stream and runs when
+//     the program synchronises: blocks one after another, one Boost.Context fiber per CUDA thread;
 //   * threadIdx / blockIdx / blockDim / gridDim / warpSize, updated by the scheduler;
 //   * __syncthreads and the warp intrinsics (__shfl*_sync, __ballot_sync, ...): real barriers and
 //     exchanges among the fibers, with CUDA's mask semantics, that abort loudly on divergence or
@@ -81,6 +81,17 @@ uint64_t thread_order_seed();
 // Back to the order SIMT_ORDER names (forward when unset), re-reading the environment.
 void reset_thread_order();
 
+// Order in which queued work of different streams runs once the program forces it (see
+// simt/streams.cpp). Eager runs every call when issued (no concurrency at all); Fifo in issue
+// order; Reverse (the default) only what the forced wait depends on, newest runnable op first;
+// Shuffle a seeded random runnable op. SIMT_STREAMS=eager|fifo|reverse|shuffle[:SEED] sets the
+// initial order; this call overrides it.
+enum class StreamOrder { Eager, Fifo, Reverse, Shuffle };
+void set_stream_order(StreamOrder order, uint64_t seed = 0);
+StreamOrder stream_order();
+// Back to the order SIMT_STREAMS names (reverse when unset).
+void reset_stream_order();
+
 // Give a device allocation a name for simt's error messages ("... of allocation 'qkv' ...").
 void name_allocation(const void* device_ptr, const char* name);
 // Check the guard bytes of every live device allocation now; aborts naming the first broken one.
@@ -110,8 +121,10 @@ struct KernelLaunch {
   cudaStream_t stream;
   void (*body)(const void* closure);  // runs the kernel for the current CUDA thread
   const void* closure;
+  std::shared_ptr<const void> owner;  // keeps the closure alive until the queued launch ran
 };
-// Validate the configuration (errors go to cudaGetLastError, as in CUDA), then run every block.
+// Validate the configuration (errors go to cudaGetLastError, as in CUDA), then queue the launch
+// on its stream (it runs when the program synchronises, see simt/streams.cpp).
 void launch(const KernelLaunch& launch);
 // A kernel pointer argument must be null or point into memory a GPU can read: device or pinned
 // host allocations, or symbols. Aborts otherwise (on a GPU it would be an illegal address).
@@ -178,7 +191,9 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
     void (*kernel)(KArgs...);
     Params params;
   };
-  Closure c{kernel, Params(std::forward<Args>(args)...)};
+  // The arguments are copied at launch time, as CUDA does: the launch may run much later.
+  auto owner = std::make_shared<Closure>(Closure{kernel, Params(std::forward<Args>(args)...)});
+  const Closure& c = *owner;
   detail::check_pointer_args<void>(name, c.params);
   detail::KernelLaunch l;
   l.name = name;
@@ -193,7 +208,8 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
     const Closure* cl = static_cast<const Closure*>(p);
     std::apply(cl->kernel, cl->params);  // copies each parameter: per-thread arguments
   };
-  l.closure = &c;
+  l.closure = owner.get();
+  l.owner = owner;
   detail::launch(l);
 }
 

@@ -25,6 +25,7 @@
 #include "cpu/optim.h"
 #include "host/cuda_model.h"
 #include "kernels/common.cuh"
+#include "tests/cuda_buffer.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -386,6 +387,41 @@ TEST(CudaModel, ThreeStepsTwiceBitwiseIdentical) {
     EXPECT_NE(0, memcmp(runs[0][t].data(), p0.data(), L.total * sizeof(float)))
         << "step " << t + 1 << " did not change the parameters";
   }
+}
+
+// Steps issued back to back, with no host read in between, end where the same steps do when
+// the host reads the parameters after each one. The copy stream then runs ahead of the compute
+// stream, so the two staging slots and both event waits in forward() are exercised (under simt,
+// deleting either cudaStreamWaitEvent makes the unsynchronised run read a later batch).
+TEST(CudaModel, StepsWithoutHostSyncMatchSyncedSteps) {
+  VIT_REQUIRE_GPU();
+  Config c = tiny();
+  OptimConfig opt;
+  opt.kind = OptimConfig::AdamW;
+  const int B = 2, steps = 5;
+  const ModelOptions o = options(B, Augment::CropFlip, 0.1f);
+  const ParamLayout L(c);
+  const std::vector<float> p0 = make_params(c, L, 4);
+  std::vector<float> final_params[2];
+  for (int run = 0; run < 2; ++run) {
+    std::unique_ptr<Model> m = make_cuda_model(c, o);
+    m->set_params(p0.data());
+    std::vector<float> z(L.total, 0.0f);
+    m->set_adam_state(z.data(), z.data());
+    std::vector<float> p(L.total);
+    for (int t = 1; t <= steps; ++t) {
+      const std::vector<uint8_t> img = make_images(B, 32, 200 + t);
+      const std::vector<int32_t> y = make_labels(B, c.classes, 200 + t);
+      m->zero_grad();
+      m->forward(img.data(), y.data(), B, true, (uint64_t)t);
+      m->backward();
+      m->optimizer_step(opt, 1e-3f, t, 1.0f);
+      if (run == 0) m->get_params(p.data());  // synchronises every step
+    }
+    m->get_params(p.data());
+    final_params[run] = p;
+  }
+  EXPECT_TRUE(vit_test::bitwise_equal(final_params[1], final_params[0]));
 }
 
 // A fresh model holds init_params(options.seed), as the CPU model does; zero Adam state.

@@ -1012,8 +1012,13 @@ __global__ void stack_overflow_kernel(float* x) {
   if (threadIdx.x == 1) x[0] = (float)deep_recursion(1 << 20);
 }
 
-// One block of `threads` threads (a macro, so that LAUNCH sees the kernel's name).
-#define LAUNCH1(kernel, threads, x) LAUNCH(kernel, 1, threads, 0, 0, x)
+// One block of `threads` threads (a macro, so that LAUNCH sees the kernel's name). A kernel runs
+// when the program synchronises (simt queues launches like a GPU), so that is where it aborts.
+#define LAUNCH1(kernel, threads, x)          \
+  do {                                       \
+    LAUNCH(kernel, 1, threads, 0, 0, x);     \
+    CUDA_CHECK(cudaDeviceSynchronize());     \
+  } while (0)
 
 TEST(SimtDeathTest, DivergentBarrierAbortsNamingKernelAndBlock) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // fork() with OpenBLAS threads around
@@ -1050,6 +1055,7 @@ void oob_write(int at) {
   CUDA_CHECK(cudaMalloc(&x, n * sizeof(float)));
   simt::name_allocation(x, "victim");
   LAUNCH(oob_write_kernel, 1, 32, 0, 0, x, n, at);
+  CUDA_CHECK(cudaDeviceSynchronize());  // the kernel runs (and its damage is found) here
 }
 void host_overrun_then_free() {
   float* x;
@@ -1088,6 +1094,7 @@ void smem_overrun() {
   float* x;
   CUDA_CHECK(cudaMalloc(&x, 4));
   LAUNCH(smem_overrun_kernel, 1, 32, 16, 0, x);
+  CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 TEST(SimtDeathTest, OutOfBoundsAccessesAreReported) {

@@ -154,6 +154,8 @@ TEST(SimtNccl, BroadcastReduceAndGroupCalls) {
     cudaMemcpy(buf, h, sizeof h, cudaMemcpyHostToDevice);
     cudaMemset(red, 0, sizeof h);
     // In a group: broadcast rank 1's buffer, then reduce the broadcast values to rank 2.
+    // The buffers were uploaded with pageable cudaMemcpy: synchronise before queued work reads them.
+    cudaDeviceSynchronize();
     ncclGroupStart();
     if (ncclBroadcast(buf, buf, 3, ncclInt32, 1, c, 0) != ncclSuccess) return 2;
     if (ncclReduce(buf, red, 3, ncclInt32, ncclSum, 2, c, 0) != ncclSuccess) return 2;
@@ -177,7 +179,10 @@ TEST(SimtNccl, MismatchedCollectivesAreAnErrorOnEveryRank) {
     float* d;
     cudaMalloc(&d, 64);
     cudaMemset(d, 0, 64);
-    ncclResult_t e = ncclAllReduce(d, d, r == 0 ? 16 : 8, ncclFloat, ncclSum, c, 0);
+    if (ncclAllReduce(d, d, r == 0 ? 16 : 8, ncclFloat, ncclSum, c, 0) != ncclSuccess) return 2;
+    cudaStreamSynchronize(0);  // the collective runs (and fails) here: an asynchronous error
+    ncclResult_t e = ncclSuccess;
+    ncclCommGetAsyncError(c, &e);
     if (e != ncclInvalidUsage && e != ncclRemoteError) return 2;
     if (!strstr(ncclGetLastError(c), "does not match") && !strstr(ncclGetLastError(c), "aborted"))
       return 3;
@@ -195,12 +200,12 @@ TEST(SimtNccl, DeadPeerIsReportedNotAHang) {
     float* d;
     cudaMalloc(&d, 4);
     cudaMemset(d, 0, 4);
-    ncclResult_t e = ncclAllReduce(d, d, 1, ncclFloat, ncclSum, c, 0);
-    if (e != ncclRemoteError) return 2;
-    if (!strstr(ncclGetLastError(c), "rank 1")) return 3;
+    if (ncclAllReduce(d, d, 1, ncclFloat, ncclSum, c, 0) != ncclSuccess) return 2;
+    cudaStreamSynchronize(0);
     ncclResult_t async = ncclSuccess;
     ncclCommGetAsyncError(c, &async);
     if (async != ncclRemoteError) return 4;
+    if (!strstr(ncclGetLastError(c), "rank 1")) return 3;
     // The communicator stays failed.
     if (ncclAllReduce(d, d, 1, ncclFloat, ncclSum, c, 0) != ncclRemoteError) return 5;
     ncclCommAbort(c);
