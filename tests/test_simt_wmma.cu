@@ -33,6 +33,14 @@
 using namespace nvcuda;
 using vit_test::DeviceBuffer;
 
+// Kernels run when the stream is synchronised (simt's streams are queues): a death test must
+// synchronise inside the statement that is expected to die.
+#define LAUNCH_SYNC(...)         \
+  do {                           \
+    LAUNCH(__VA_ARGS__);         \
+    cudaDeviceSynchronize();     \
+  } while (0)
+
 namespace {
 
 constexpr uint32_t kSite = 0x7E57;  // Philox site of this file's test data
@@ -488,30 +496,30 @@ TEST(SimtWmmaDeathTest, WarpCollectiveMisuseAborts) {
   DeviceBuffer<float> dC(C), out(512);
   DeviceBuffer<__half> dA(A);
   vit_test::for_each_thread_order([&](const char*) {
-    EXPECT_DEATH(LAUNCH(lane_pointer_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+    EXPECT_DEATH(LAUNCH_SYNC(lane_pointer_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "simt: wmma::load_matrix_sync at .*test_simt_wmma.cu:[0-9]+ in kernel lane_pointer_kernel "
                  ".*warp 0: lane (1[6-9]|2[0-9]|3[01]|[0-9]) passes \\(pointer .*, ldm 16, mem_row_major\\) "
                  "while lane 0 passes .*All 32 lanes of the warp must pass the same arguments");
-    EXPECT_DEATH(LAUNCH(lane_ldm_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+    EXPECT_DEATH(LAUNCH_SYNC(lane_ldm_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "lane_ldm_kernel.*ldm (24|16).*All 32 lanes");
-    EXPECT_DEATH(LAUNCH(half_warp_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+    EXPECT_DEATH(LAUNCH_SYNC(half_warp_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "simt: .*half_warp_kernel.*lane (1[6-9]|2[0-9]|3[01]).*exited");
-    EXPECT_DEATH(LAUNCH(mixed_ops_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+    EXPECT_DEATH(LAUNCH_SYNC(mixed_ops_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "mixed_ops_kernel.*calls wmma::(load|store)_matrix_sync while lane 0 calls "
                  "wmma::(load|store)_matrix_sync.*same WMMA operation");
-    EXPECT_DEATH(LAUNCH(syncwarp_instead_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+    EXPECT_DEATH(LAUNCH_SYNC(syncwarp_instead_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                  "wmma::load_matrix_sync at .* in kernel syncwarp_instead_kernel .*: lane [0-9]+ met "
                  "other lanes of its warp at a __syncwarp that is not this WMMA operation");
   });
   // A block of 48 threads: its second warp has 16 lanes.
-  EXPECT_DEATH(LAUNCH(elementwise_kernel, 1, 48, 0, 0, dC.ptr, out.ptr, out.ptr + 256),
+  EXPECT_DEATH(LAUNCH_SYNC(elementwise_kernel, 1, 48, 0, 0, dC.ptr, out.ptr, out.ptr + 256),
                "elementwise_kernel.*lane 16 named in the mask does not exist");
-  EXPECT_DEATH(LAUNCH(misaligned_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
+  EXPECT_DEATH(LAUNCH_SYNC(misaligned_kernel, 1, 32, 0, 0, dC.ptr, out.ptr),
                "wmma::load_matrix_sync at .*test_simt_wmma.cu:[0-9]+ in kernel misaligned_kernel.*"
                "is not 256-bit \\(32-byte\\) aligned");
-  EXPECT_DEATH(LAUNCH(bad_ldm_kernel, 1, 32, 0, 0, dA.ptr, out.ptr),
+  EXPECT_DEATH(LAUNCH_SYNC(bad_ldm_kernel, 1, 32, 0, 0, dA.ptr, out.ptr),
                "bad_ldm_kernel.*ldm 20 is not a multiple of 8 elements \\(16 bytes of __half\\)");
-  EXPECT_DEATH(LAUNCH(one_copy_kernel, 1, 32, 0, 0, dA.ptr, out.ptr),
+  EXPECT_DEATH(LAUNCH_SYNC(one_copy_kernel, 1, 32, 0, 0, dA.ptr, out.ptr),
                "wmma::mma_sync at .* in kernel one_copy_kernel.*operand a "
                "\\(fragment<matrix_a, 16, 16, 16, __half, row_major>\\) holds tile element .* twice.*copies differ");
   LAUNCH(unfilled_kernel, 1, 32, 0, 0, dA.ptr, out.ptr);
@@ -771,21 +779,21 @@ TEST(SimtPipelineDeathTest, StrictAsyncCopyRulesAbort) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   std::vector<float> in = quarter_values(64, 2300);
   DeviceBuffer<float> din(in), dout(64);
-  EXPECT_DEATH(LAUNCH(modified_source_kernel, 1, 32, 0, 0, din.ptr, dout.ptr),
+  EXPECT_DEATH(LAUNCH_SYNC(modified_source_kernel, 1, 32, 0, 0, din.ptr, dout.ptr),
                "simt: __pipeline_memcpy_async at .*test_simt_wmma.cu:[0-9]+ in kernel "
                "modified_source_kernel .*thread \\([0-9]+,0,0\\): its source .* was modified before the "
                "copy was waited for \\(at .*test_simt_wmma.cu:[0-9]+\\)");
-  EXPECT_DEATH(LAUNCH(written_destination_kernel, 1, 32, 0, 0, din.ptr, dout.ptr),
+  EXPECT_DEATH(LAUNCH_SYNC(written_destination_kernel, 1, 32, 0, 0, din.ptr, dout.ptr),
                "written_destination_kernel.*its destination .* was written before the copy was waited for");
-  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 0),
+  EXPECT_DEATH(LAUNCH_SYNC(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 0),
                "copy_args_kernel.*size_and_align 12 must be 4, 8 or 16");
-  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 1),
+  EXPECT_DEATH(LAUNCH_SYNC(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 1),
                "copy_args_kernel.*must both be aligned to size_and_align \\(8 bytes\\)");
-  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 2),
+  EXPECT_DEATH(LAUNCH_SYNC(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 2),
                "copy_args_kernel.*dst_shared .* is device \\(global\\) memory");
-  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 3),
+  EXPECT_DEATH(LAUNCH_SYNC(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 3),
                "copy_args_kernel.*zfill 12 exceeds size_and_align 8");
-  EXPECT_DEATH(LAUNCH(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 4),
+  EXPECT_DEATH(LAUNCH_SYNC(copy_args_kernel, 1, 1, 0, 0, din.ptr, dout.ptr, 4),
                "cuda::memcpy_async at .* in kernel copy_args_kernel.*cuda::aligned_size_t<16> promises "
                "that destination .*, source .* and size 12 are multiples of 16");
 }
