@@ -26,6 +26,7 @@
 #include "common/predict.h"
 #include "common/safetensors.h"
 #include "common/weights.h"
+#include "host/loader.h"
 #include "host/train.h"
 #include "tests/image_folder_fixture.h"
 #include "tests/toy_cifar.h"
@@ -261,6 +262,43 @@ TEST(ImageFolder, CacheIsReusedAndInvalidatedWhenFilesChange) {
   // No temporary file left next to the caches.
   for (const auto& entry : fsys::directory_iterator(d / "ds"))
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+TEST(ImageFolder, LoaderHandsOutStoredSizeImagesInEpochOrder) {
+  TempDir d;
+  folder::make_image_folder(d / "ds");
+  const int S = 12;
+  Loaded want = load(d / "ds", vit::Split::Train, S, /*cache=*/false);  // the reference pixels
+  vit::DataOptions o;
+  o.store_size = S;
+  o.cache = false;
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  vit::Loader L(d / "ds", vit::Split::Train, 3, 4, /*seed=*/9, /*pinned=*/false, o);
+  testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  EXPECT_EQ(L.format(), vit::DataFormat::ImageFolder);
+  EXPECT_EQ(L.size(), 8);
+  EXPECT_EQ(L.skipped(), 1);
+  EXPECT_EQ(L.image_size(), S);
+  EXPECT_EQ(L.image_bytes(), (size_t)3 * S * S);
+  ASSERT_EQ(0, memcmp(L.images(), want.images.data(), want.images.size()));
+  // A shuffled epoch: batch i holds images order[4i ..] of the split, S x S bytes each.
+  const std::vector<int64_t> order = vit::epoch_order(8, 9, 2);
+  L.start_epoch(2, 4, /*shuffle=*/true);
+  int64_t at = 0;
+  for (vit::Batch b = L.next(); b.count > 0; b = L.next())
+    for (int i = 0; i < b.count; ++i, ++at) {
+      ASSERT_EQ(0, memcmp(b.images + (size_t)i * L.image_bytes(),
+                          want.images.data() + (size_t)order[at] * L.image_bytes(), L.image_bytes()));
+      EXPECT_EQ(b.labels[i], want.labels[order[at]]);
+    }
+  EXPECT_EQ(at, 8);
+  // The model's class count must be the folders'.
+  testing::internal::CaptureStdout();
+  std::string e = error_of([&] { vit::Loader(d / "ds", vit::Split::Test, 10, 4, 0, false, o); });
+  testing::internal::GetCapturedStdout();
+  EXPECT_NE(e.find("has 3 class folders but the model has 10 classes"), std::string::npos) << e;
 }
 
 // ---- CIFAR-100 ----------------------------------------------------------------------------------
