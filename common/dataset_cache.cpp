@@ -49,7 +49,10 @@ bool read_cache(const std::string& path, const ImageFolderSplit& s, int size, ui
   uint64_t hlen = 0;
   if (fread(magic, 1, 8, f.get()) != 8 || memcmp(magic, MAGIC, 8) != 0) return false;
   if (fread(&version, 4, 1, f.get()) != 1 || version != VERSION) return false;
-  if (fread(&hlen, 8, 1, f.get()) != 1 || hlen > MAX_HEADER) return false;
+  std::error_code ec;
+  const uintmax_t total = std::filesystem::file_size(path, ec);
+  // A header longer than the file is a damaged (or foreign) file: not worth allocating for.
+  if (fread(&hlen, 8, 1, f.get()) != 1 || ec || hlen > MAX_HEADER || hlen > total) return false;
   std::string text(hlen, '\0');
   if (fread(&text[0], 1, hlen, f.get()) != hlen) return false;
   nlohmann::json h;
@@ -72,9 +75,7 @@ bool read_cache(const std::string& path, const ImageFolderSplit& s, int size, ui
     for (const std::string& e : errs) kept += e.empty();
     const size_t image_bytes = (size_t)3 * size * size;
     const long data_at = ftell(f.get());
-    std::error_code ec;
-    const uintmax_t total = std::filesystem::file_size(path, ec);
-    if (ec || data_at < 0 || total != (uintmax_t)data_at + (uintmax_t)kept * image_bytes) return false;
+    if (data_at < 0 || total != (uintmax_t)data_at + (uintmax_t)kept * image_bytes) return false;
     if (kept > 0 && fread(images, image_bytes, (size_t)kept, f.get()) != (size_t)kept) return false;
     int64_t at = 0;
     for (size_t i = 0; i < s.files.size(); ++i)
