@@ -6,11 +6,15 @@
 //     file, an added file, another stored size, a truncated cache;
 //   * CIFAR-100 binary: hand-made records parse with their fine labels and names;
 //   * vit_train on an image folder with the CPU reference: trains, writes the dataset into
-//     config.json and the class names into the checkpoint, and vit_predict prints them; a
-//     --classes that contradicts the folders and --strict are one-line errors.
+//     config.json and the class names into the checkpoint, and vit_predict prints them; the
+//     second run reads the cache and gives the same metrics; --init needs --new-head for the
+//     folders' class count; a --classes that contradicts the folders, a resume on a folder with
+//     other classes, an unreadable image under --strict, --store-size / --strict on CIFAR are
+//     one-line errors.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -63,7 +67,8 @@ struct Loaded {
   std::vector<int32_t> labels;
   std::string out, err;
 };
-Loaded load(const std::string& dir, vit::Split s, int S, bool cache = true, bool strict = false) {
+Loaded load(const std::string& dir, vit::Split s, int S, bool cache = true, bool strict = false,
+            const std::string& cache_path = "", bool tty = false) {
   vit::ImageFolderSplit fs = vit::scan_image_folder(dir, s);
   Loaded l;
   l.images.assign(fs.files.size() * 3 * S * S, 0);
@@ -73,6 +78,8 @@ Loaded load(const std::string& dir, vit::Split s, int S, bool cache = true, bool
   o.cache = cache;
   o.strict = strict;
   o.threads = 3;
+  o.cache_path = cache_path;
+  o.tty = tty;
   testing::internal::CaptureStdout();
   testing::internal::CaptureStderr();
   try {
@@ -205,6 +212,19 @@ TEST(ImageFolder, UnreadableImagesAreNamedAndSkippedOrRefusedWithStrict) {
   EXPECT_NE(e.find("--strict"), std::string::npos) << e;
 }
 
+TEST(ImageFolder, ProgressIsRedrawnInPlaceOnATerminal) {
+  TempDir d;
+  folder::make_image_folder(d / "ds");
+  Loaded t = load(d / "ds", vit::Split::Train, 16, false, false, "", /*tty=*/true);
+  // One line: every redraw starts with a carriage return, the final summary ends the line.
+  EXPECT_EQ(t.out.find("decoding 9 train images from"), 0u) << t.out;
+  EXPECT_NE(t.out.find("\rdecoded 9 train images in"), std::string::npos) << t.out;
+  EXPECT_EQ(std::count(t.out.begin(), t.out.end(), '\n'), 1) << t.out;
+  Loaded p = load(d / "ds", vit::Split::Train, 16, false, false, "", /*tty=*/false);
+  EXPECT_EQ(p.out.find('\r'), std::string::npos) << p.out;  // plain lines otherwise
+  EXPECT_NE(p.out.find("decoded 9 train images in"), std::string::npos) << p.out;
+}
+
 TEST(ImageFolder, CacheIsReusedAndInvalidatedWhenFilesChange) {
   TempDir d;
   folder::make_image_folder(d / "ds");
@@ -259,6 +279,14 @@ TEST(ImageFolder, CacheIsReusedAndInvalidatedWhenFilesChange) {
   Loaded g = load(d / "ds", vit::Split::Train, 16);
   EXPECT_FALSE(g.r.from_cache);
   EXPECT_EQ(g.images, e.images);
+  // A cache that cannot be written is a warning; the images are still loaded.
+  Loaded h = load(d / "ds", vit::Split::Train, 16, true, false, d / "no/such/dir/cache.bin");
+  EXPECT_FALSE(h.r.from_cache);
+  EXPECT_EQ(h.r.kept, 9);
+  EXPECT_EQ(h.r.cache_path, "");
+  EXPECT_NE(h.r.cache_warning.find("cannot write the image cache"), std::string::npos);
+  EXPECT_NE(h.err.find("warning: cannot write the image cache"), std::string::npos) << h.err;
+  EXPECT_EQ(h.images, e.images);
   // No temporary file left next to the caches.
   for (const auto& entry : fsys::directory_iterator(d / "ds"))
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
@@ -404,7 +432,7 @@ TEST(TrainImageFolder, TrainsAndTheClassNamesReachVitPredict) {
   EXPECT_EQ(vit_test::metrics_rows(d / "run/metrics.csv").size(), 2u);
 }
 
-TEST(TrainImageFolder, ClassesStrictAndStoreSizeErrorsAreOneLine) {
+TEST(TrainImageFolder, ClassCountInitNewHeadResumeStrictAndStoreSize) {
   TempDir d;
   folder::make_image_folder(d / "ds");
   vit_test::make_toy_cifar(d / "cifar", 8, 4);
@@ -428,4 +456,24 @@ TEST(TrainImageFolder, ClassesStrictAndStoreSizeErrorsAreOneLine) {
   one_error_line(run({"--data", d / "ds", "--strict"}), "broken.png: cannot read image");
   one_error_line(run({"--data", d / "cifar", "--store-size", "64"}), "--store-size is for image-folder");
   one_error_line(run({"--data", d / "cifar", "--strict"}), "--strict is for image-folder");
+
+  // --init from a 10-class checkpoint: the folders' 3 classes need --new-head, which then
+  // gives a 3-class head (and the folder names in the new checkpoint).
+  vit_test::TrainRun c = run({"--data", d / "cifar", "--max-steps", "1", "--out", d / "c10"});
+  ASSERT_EQ(c.rc, 0) << c.err;
+  one_error_line(run({"--data", d / "ds", "--init", d / "c10/last.safetensors"}),
+                 "head has 10 classes but 3 were asked for: pass --new-head");
+  vit_test::TrainRun n = run({"--data", d / "ds", "--init", d / "c10/last.safetensors", "--new-head",
+                              "--out", d / "ft"});
+  ASSERT_EQ(n.rc, 0) << n.err;
+  vit::LoadedWeights w = vit::load_weights(d / "ft/last.safetensors", {});
+  EXPECT_EQ(w.config.classes, 3);
+  EXPECT_EQ(nlohmann::json::parse(w.metadata["class_names"]), nlohmann::json(folder::class_names()));
+  // Resuming the 3-class run on a folder with a fourth class says so.
+  fsys::copy(d / "ds", d / "ds4", fsys::copy_options::recursive);
+  mkdir((d / "ds4/train/dog").c_str(), 0755);
+  folder::write_png(d / "ds4/train/dog/d0.png", 0, 4, 16, 16, 3);
+  one_error_line(vit_test::run_train({"--device", "cpu", "--data", d / "ds4", "--resume",
+                                      d / "ft/last.safetensors", "--epochs", "2"}),
+                 "has a 3-class head but '" + d / "ds4" + "' has 4 classes");
 }
