@@ -99,13 +99,18 @@ ImageFolderSplit scan_image_folder(const std::string& dir, Split s) {
         if (e->is_directory(ec)) e.disable_recursion_pending();
         continue;
       }
-      if (!is_image_name(e->path()) || !e->is_regular_file(ec)) continue;
+      if (!is_image_name(e->path())) continue;
+      // A file whose status cannot be read (a dangling symlink) is still listed, with size -1:
+      // decoding then names it among the unreadable images instead of it silently vanishing.
+      std::error_code fe;
+      const bool regular = e->is_regular_file(fe);
+      if (!regular && !fe) continue;  // a directory called x.png, a device, ...
       ImageFile f;
-      f.rel = fsys::relative(e->path(), root, ec).generic_string();
+      f.rel = e->path().lexically_relative(root).generic_string();
       f.label = label;
-      f.bytes = (int64_t)e->file_size(ec);
-      if (!ec) f.mtime_ns = mtime_ns(e->path(), ec);
-      if (ec) break;
+      f.bytes = regular ? (int64_t)e->file_size(fe) : -1;
+      if (regular && !fe) f.mtime_ns = mtime_ns(e->path(), fe);
+      if (fe) f.bytes = -1;
       files.push_back(std::move(f));
     }
     if (ec) throw Error("cannot list '" + cdir.string() + "': " + ec.message());

@@ -120,6 +120,13 @@ TEST(ImageFolder, ScanListsSortedClassesAndImageFiles) {
                                            "bee/b1.bmp", "bee/broken.png", "bee/sub/b2.png",
                                            "cow/C1.JPEG", "cow/c0.png"}));
   EXPECT_EQ(labels, (std::vector<int>{0, 0, 0, 1, 1, 1, 1, 2, 2}));
+  // A dangling symlink with an image name is listed (and later named as unreadable).
+  fsys::create_symlink(d / "gone.png", d / "ds/train/cow/link.png");
+  vit::ImageFolderSplit with_link = vit::scan_image_folder(d / "ds", vit::Split::Train);
+  ASSERT_EQ(with_link.files.size(), 10u);
+  EXPECT_EQ(with_link.files.back().rel, "cow/link.png");
+  EXPECT_EQ(with_link.files.back().bytes, -1);
+  fsys::remove(d / "ds/train/cow/link.png");
   vit::ImageFolderSplit v = vit::scan_image_folder(d / "ds", vit::Split::Test);
   ASSERT_EQ(v.files.size(), 3u);
   EXPECT_EQ(v.files[2].rel, "cow/v2.png");
