@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -38,6 +39,33 @@ std::string default_cache_path(const std::string& dir, Split s, int size) {
   return (std::filesystem::path(dir) /
           (std::string(".vitcache-") + image_folder_split_dir(s) + "-" + std::to_string(size) + ".bin"))
       .string();
+}
+
+std::string fallback_cache_path(const std::string& dir, Split s, int size,
+                                const std::string& fallback_dir) {
+  std::error_code ec;
+  std::string abs = std::filesystem::absolute(dir, ec).lexically_normal().string();
+  if (ec) abs = dir;
+  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+  // FNV-1a 64: a stable name for the directory (std::hash may differ between builds).
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : abs) h = (h ^ c) * 1099511628211ull;
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+  return (std::filesystem::path(fallback_dir) / (std::string("vitcache-") + hex + "-" +
+                                                 image_folder_split_dir(s) + "-" +
+                                                 std::to_string(size) + ".bin"))
+      .string();
+}
+
+std::string default_fallback_dir() {
+  const char* v = getenv("VIT_CACHE_DIR");
+  if (v && *v) return v;
+  v = getenv("XDG_CACHE_HOME");
+  if (v && *v) return std::string(v) + "/vit.cu";
+  v = getenv("HOME");
+  if (v && *v) return std::string(v) + "/.cache/vit.cu";
+  return "";
 }
 
 bool read_cache(const std::string& path, const ImageFolderSplit& s, int size, uint8_t* images,

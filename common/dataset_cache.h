@@ -12,7 +12,8 @@
 // The cache is valid only when the header's size and file list (names, sizes, modification
 // times, labels) equal the current scan and the file has exactly the pixel bytes promised:
 // anything else (a file added, removed, touched or resized; another --store-size; a truncated
-// cache) means decode again and rewrite it. Written to a temporary file and renamed, so a crash
+// cache) means decode again and rewrite it. The cache lives next to the dataset (DIR), or, when
+// DIR cannot be written, in a per-user cache directory (fallback_cache_path). Written to a temporary file and renamed, so a crash
 // never leaves a half-written cache that looks valid.
 #pragma once
 #include <cstdint>
@@ -25,6 +26,12 @@ namespace vit {
 
 // DIR/.vitcache-<train|val>-<S>.bin
 std::string default_cache_path(const std::string& dir, Split s, int size);
+// Where the cache goes when DIR cannot take it (a read-only dataset):
+// <fallback_dir>/vitcache-<hash of DIR's absolute path>-<train|val>-<S>.bin.
+std::string fallback_cache_path(const std::string& dir, Split s, int size,
+                                const std::string& fallback_dir);
+// $VIT_CACHE_DIR, else $XDG_CACHE_HOME/vit.cu, else $HOME/.cache/vit.cu ("" without any).
+std::string default_fallback_dir();
 
 // Reads a valid cache of `s` at stored size `size`: pixels into images, labels of the kept
 // images into labels, the error text of every file into *errors (files.size() entries, ""

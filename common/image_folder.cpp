@@ -149,14 +149,23 @@ DecodeResult load_image_folder(const ImageFolderSplit& s, const DecodeOptions& o
   const std::string split = fsys::path(s.root).filename().string();
   DecodeResult r;
   const std::string dir = fsys::path(s.root).parent_path().string();
-  const std::string cache = !o.cache ? ""
-                            : !o.cache_path.empty() ? o.cache_path
-                                                    : default_cache_path(dir, s.split, S);
+  // The places a cache may be, in the order they are tried (read: the first valid one; write:
+  // the first that takes it): next to the dataset, then the per-user fallback.
+  std::vector<std::string> caches;
+  if (o.cache && !o.cache_path.empty()) caches.push_back(o.cache_path);
+  if (o.cache && o.cache_path.empty()) {
+    caches.push_back(default_cache_path(dir, s.split, S));
+    const std::string fb = o.fallback_dir == "-" ? default_fallback_dir() : o.fallback_dir;
+    if (!fb.empty()) caches.push_back(fallback_cache_path(dir, s.split, S, fb));
+  }
   std::vector<std::string> errors;
-  if (!cache.empty() && read_cache(cache, s, S, images, labels, &errors)) {
-    r.from_cache = true;
-    r.cache_path = cache;
-  } else {
+  for (const std::string& c : caches)
+    if (read_cache(c, s, S, images, labels, &errors)) {
+      r.from_cache = true;
+      r.cache_path = c;
+      break;
+    }
+  if (!r.from_cache) {
     // Each thread takes the next file index; image i lands in slot i (in place, no locking),
     // failures are compacted away afterwards.
     errors.assign((size_t)n, "");
@@ -225,14 +234,22 @@ DecodeResult load_image_folder(const ImageFolderSplit& s, const DecodeOptions& o
     }
     printf("decoded %lld %s images in %.1f s%s\n", (long long)n, split.c_str(), secs,
            o.tty ? "                    " : "");
-    if (!cache.empty()) {
+    for (size_t i = 0; i < caches.size() && r.cache_path.empty(); ++i) {
       try {
-        write_cache(cache, s, S, errors, images);
-        r.cache_path = cache;
+        if (i > 0) {  // the fallback directory may not exist yet
+          std::error_code ec;
+          fsys::create_directories(fsys::path(caches[i]).parent_path(), ec);
+        }
+        write_cache(caches[i], s, S, errors, images);
+        r.cache_path = caches[i];
       } catch (const Error& e) {
-        r.cache_warning = e.what();
-        fprintf(stderr, "vit_train: warning: %s (the next run decodes again)\n", e.what());
+        r.cache_warning += (r.cache_warning.empty() ? "" : "; ") + std::string(e.what());
       }
+    }
+    if (!r.cache_path.empty()) {
+      r.cache_warning.clear();
+    } else if (!caches.empty()) {
+      fprintf(stderr, "vit_train: warning: %s (the next run decodes again)\n", r.cache_warning.c_str());
     }
   }
   for (const std::string& e : errors)
@@ -249,7 +266,7 @@ DecodeResult load_image_folder(const ImageFolderSplit& s, const DecodeOptions& o
     throw Error("no readable image in '" + s.root + "' (" + std::to_string(n) + " unreadable)");
   if (r.from_cache)
     printf("%s: %lld images at %dx%d from the cache %s\n", split.c_str(), (long long)r.kept, S, S,
-           cache.c_str());
+           r.cache_path.c_str());
   fflush(stdout);
   fflush(stderr);
   return r;

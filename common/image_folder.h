@@ -58,7 +58,9 @@ struct DecodeOptions {
   int threads = 0;         // decoding threads; 0 = one per core (at most 16)
   bool tty = false;        // progress redrawn in place (else a plain line every 10%)
   bool cache = true;       // read / write the cache file
-  std::string cache_path;  // "" = default_cache_path(dir, split, size)
+  std::string cache_path;  // "" = default_cache_path(dir, split, size), and when that cannot
+                           // be written, fallback_cache_path(..., fallback_dir)
+  std::string fallback_dir = "-";  // "-" = default_fallback_dir(); "" = no fallback
 };
 
 struct DecodeResult {
@@ -66,7 +68,7 @@ struct DecodeResult {
   std::vector<std::string> skipped;  // "FILE: reason" of each unreadable image
   bool from_cache = false;
   std::string cache_path;            // the cache used or written ("" when none)
-  std::string cache_warning;         // why the cache could not be written ("" when it was)
+  std::string cache_warning;         // why no cache could be written ("" when one was)
 };
 
 // Decodes (or reads from the cache) every file of `s` into images ((files, 3, S, S) uint8,

@@ -68,7 +68,8 @@ struct Loaded {
   std::string out, err;
 };
 Loaded load(const std::string& dir, vit::Split s, int S, bool cache = true, bool strict = false,
-            const std::string& cache_path = "", bool tty = false) {
+            const std::string& cache_path = "", bool tty = false,
+            const std::string& fallback_dir = "") {
   vit::ImageFolderSplit fs = vit::scan_image_folder(dir, s);
   Loaded l;
   l.images.assign(fs.files.size() * 3 * S * S, 0);
@@ -80,6 +81,7 @@ Loaded load(const std::string& dir, vit::Split s, int S, bool cache = true, bool
   o.threads = 3;
   o.cache_path = cache_path;
   o.tty = tty;
+  o.fallback_dir = fallback_dir;  // "": tests never write to the user's ~/.cache
   testing::internal::CaptureStdout();
   testing::internal::CaptureStderr();
   try {
@@ -294,6 +296,24 @@ TEST(ImageFolder, CacheIsReusedAndInvalidatedWhenFilesChange) {
   EXPECT_NE(h.r.cache_warning.find("cannot write the image cache"), std::string::npos);
   EXPECT_NE(h.err.find("warning: cannot write the image cache"), std::string::npos) << h.err;
   EXPECT_EQ(h.images, e.images);
+  // A dataset directory that cannot take the cache (here: a directory where the file would go):
+  // the cache goes to the fallback directory, and the next load finds it there.
+  fsys::remove(cache);
+  fsys::create_directory(cache);
+  const std::string fb = vit::fallback_cache_path(d / "ds", vit::Split::Train, 16, d / "fb");
+  EXPECT_EQ(fb, vit::fallback_cache_path(d / "ds/", vit::Split::Train, 16, d / "fb"));  // same dir
+  EXPECT_NE(fb, vit::fallback_cache_path(d / "ds4", vit::Split::Train, 16, d / "fb"));
+  EXPECT_EQ(fsys::path(fb).filename().string().size(), std::string("vitcache-0123456789abcdef-train-16.bin").size());
+  Loaded i = load(d / "ds", vit::Split::Train, 16, true, false, "", false, d / "fb");
+  EXPECT_FALSE(i.r.from_cache);
+  EXPECT_EQ(i.r.cache_path, fb);
+  EXPECT_EQ(i.r.cache_warning, "");
+  EXPECT_EQ(i.err.find("cannot write"), std::string::npos) << i.err;
+  Loaded k = load(d / "ds", vit::Split::Train, 16, true, false, "", false, d / "fb");
+  EXPECT_TRUE(k.r.from_cache);
+  EXPECT_EQ(k.r.cache_path, fb);
+  EXPECT_EQ(k.images, e.images);
+  fsys::remove(cache);
   // No temporary file left next to the caches.
   for (const auto& entry : fsys::directory_iterator(d / "ds"))
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
