@@ -452,7 +452,8 @@ TEST(TrainBadInput, OneLineNonZeroAndTheCheckpointIsIntact) {
 TEST(TrainBadInput, Help) {
   Result h = run_train({"--help"});
   EXPECT_EQ(h.rc, 0);
-  for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden"})
+  for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden", "--store-size N",
+                        "--strict", "image folder"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
 }
 
