@@ -1,9 +1,13 @@
-// common/cifar.h — the CIFAR-10 binary distribution: reading and validating a split.
+// common/cifar.h — the CIFAR-10 and CIFAR-100 binary distributions: reading and validating a split.
 //
-// A dataset directory holds data_batch_1.bin .. data_batch_5.bin (train), test_batch.bin (test)
+// A CIFAR-10 directory holds data_batch_1.bin .. data_batch_5.bin (train), test_batch.bin (test)
 // and batches.meta.txt (one class name per line). Each .bin file is a sequence of records of
-// 1 label byte + 3072 image bytes (R, G, B planes of 32 x 32, row-major). Any whole number of
-// records per file is accepted, so small datasets in the same format (tests, demos) work.
+// 1 label byte + 3072 image bytes (R, G, B planes of 32 x 32, row-major).
+// A CIFAR-100 directory (cifar-100-binary) holds train.bin and test.bin, records of 1 coarse
+// label byte + 1 fine label byte + 3072 image bytes, and fine_label_names.txt; the fine label
+// (100 classes) is the one read. The kind is told by the file names (train.bin: CIFAR-100).
+// Any whole number of records per file is accepted, so small datasets in the same format
+// (tests, demos) work.
 //
 // Reading is two passes so the caller chooses where the pixels live (the loader puts the whole
 // split in pinned host memory): probe_split() checks that the files exist and have whole
@@ -22,14 +26,23 @@ constexpr int CIFAR_RECORD_BYTES = 1 + CIFAR_IMAGE_BYTES;  // 3073
 
 enum class Split { Train, Test };
 
+constexpr int CIFAR100_RECORD_BYTES = 2 + CIFAR_IMAGE_BYTES;  // 3074
+constexpr int CIFAR100_CLASSES = 100;
+
+// CIFAR-100 when `dir` holds train.bin (not a vit::Error when `dir` is missing: false).
+bool is_cifar100(const std::string& dir);
+
 struct SplitFiles {
+  int record_bytes = CIFAR_RECORD_BYTES;  // 3073 (CIFAR-10) | 3074 (CIFAR-100)
+  int label_byte = 0;                     // offset of the label read: 0 | 1 (the fine label)
   std::vector<std::string> paths;   // in reading order
   std::vector<int64_t> records;     // per file
   int64_t total = 0;                // sum of records
 };
 
-// The file names of a split (data_batch_1..5.bin | test_batch.bin), without directory.
-std::vector<std::string> split_file_names(Split s);
+// The file names of a split (data_batch_1..5.bin | test_batch.bin; CIFAR-100: train.bin |
+// test.bin), without directory.
+std::vector<std::string> split_file_names(Split s, bool cifar100 = false);
 const char* split_name(Split s);  // "train" | "test"
 
 // Checks `dir` exists, every file of the split exists and is a whole number of records, and the
@@ -48,6 +61,9 @@ struct SplitData {
 };
 SplitData load_split(const std::string& dir, Split s, int classes);
 
+// Class names from dir/batches.meta.txt, or fine_label_names.txt for CIFAR-100 (blank lines
+// dropped); empty when the directory has neither.
+std::vector<std::string> dataset_class_names(const std::string& dir);
 // Class names from dir/batches.meta.txt (blank lines dropped). When the file is missing:
 // "class 0" .. "class K-1". More names than `classes` is fine (extra ignored); fewer → the
 // missing ones are named "class N".

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -306,9 +307,8 @@ void write_safetensors(const std::string& path, const std::vector<StTensorOut>& 
     throw Error(path + ": cannot write: " + strerror(err) + " (the previous file, if any, is unchanged)");
   }
   // Make the rename itself durable: fsync the directory (best effort).
-  std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
-  if (path.find('/') == std::string::npos) dir = ".";
-  if (dir.empty()) dir = "/";
+  std::string dir = std::filesystem::path(path).parent_path().string();  // "/" for "/x"
+  if (dir.empty()) dir = ".";
   int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (dfd >= 0) { fsync(dfd); close(dfd); }
 }

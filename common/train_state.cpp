@@ -105,8 +105,10 @@ void save_training_checkpoint(const std::string& path, const Config& c, const Pa
                               const std::string& preset,
                               const std::map<std::string, std::string>& train,
                               const TrainState& s, const std::vector<float>& params,
-                              const std::vector<float>& adam_m, const std::vector<float>& adam_v) {
-  std::map<std::string, std::string> md = state_to_metadata(s);
+                              const std::vector<float>& adam_m, const std::vector<float>& adam_v,
+                              const std::map<std::string, std::string>& extra_metadata) {
+  std::map<std::string, std::string> md = extra_metadata;
+  for (const auto& [k, v] : state_to_metadata(s)) md[k] = v;
   for (const auto& [k, v] : train) md["train." + k] = v;
   md["run.preset"] = preset;
   save_checkpoint(path, c, layout, params.data(), {{"adam.m", adam_m}, {"adam.v", adam_v}}, md);

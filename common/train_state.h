@@ -12,6 +12,8 @@
 //             state.count, state.seconds,     run resumed mid-epoch writes the same metrics row
 //             state.lr
 //             state.best_acc, state.best_epoch
+//             class_names                     JSON list of the dataset's class names, when it
+//                                             has them (vit_predict prints them)
 // Numbers are written with 17 significant digits: they read back bit-exactly.
 #pragma once
 #include <cstdint>
@@ -61,6 +63,7 @@ void save_training_checkpoint(const std::string& path, const Config& c, const Pa
                               const std::string& preset,
                               const std::map<std::string, std::string>& train,
                               const TrainState& s, const std::vector<float>& params,
-                              const std::vector<float>& adam_m, const std::vector<float>& adam_v);
+                              const std::vector<float>& adam_m, const std::vector<float>& adam_v,
+                              const std::map<std::string, std::string>& extra_metadata = {});
 
 }  // namespace vit

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/image_folder.h"
 #include "common/philox.h"
 #include "kernels/common.cuh"
 
@@ -51,17 +52,47 @@ void Loader::release(void* p) {
 }
 
 Loader::Loader(const std::string& dir, Split split, int classes, int max_batch, uint64_t seed,
-               bool pinned)
+               bool pinned, const DataOptions& data)
     : max_batch_(max_batch), seed_(seed), pinned_(pinned) {
   if (max_batch <= 0) throw Error("batch size must be positive");
-  SplitFiles f = probe_split(dir, split);
-  n_ = f.total;
+  // Both kinds are probed first (files listed, sizes checked) so the pinned allocation below is
+  // sized once and the pixels are read straight into it.
+  const bool folder = is_image_folder(dir);
+  SplitFiles f;
+  ImageFolderSplit fs;
+  if (folder) {
+    format_ = DataFormat::ImageFolder;
+    fs = scan_image_folder(dir, split);
+    if ((int)fs.classes.size() != classes)
+      throw Error("'" + dir + "/train' has " + std::to_string(fs.classes.size()) +
+                  " class folders but the model has " + std::to_string(classes) + " classes");
+    S_ = data.store_size;
+    if (S_ < 1) throw Error("--store-size must be positive (got " + std::to_string(S_) + ")");
+    n_ = (int64_t)fs.files.size();  // before skips: room for every file
+  } else {
+    f = probe_split(dir, split);
+    format_ = f.label_byte == 1 ? DataFormat::Cifar100 : DataFormat::Cifar10;
+    n_ = f.total;
+  }
   try {
-    images_ = (uint8_t*)alloc((size_t)n_ * CIFAR_IMAGE_BYTES);
+    images_ = (uint8_t*)alloc((size_t)n_ * image_bytes());
     labels_ = (int32_t*)alloc((size_t)n_ * sizeof(int32_t));
-    read_split(f, classes, images_, labels_);
+    if (folder) {
+      DecodeOptions o;
+      o.size = S_;
+      o.strict = data.strict;
+      o.tty = data.tty;
+      o.cache = data.cache;
+      o.threads = data.threads;
+      DecodeResult r = load_image_folder(fs, o, images_, labels_);
+      skipped_ = n_ - r.kept;
+      from_cache_ = r.from_cache;
+      n_ = r.kept;  // the tail of the allocation (skipped images' room) stays unused
+    } else {
+      read_split(f, classes, images_, labels_);
+    }
     for (Slot& s : slots_) {
-      s.images = (uint8_t*)alloc((size_t)max_batch * CIFAR_IMAGE_BYTES);
+      s.images = (uint8_t*)alloc((size_t)max_batch * image_bytes());
       s.labels = (int32_t*)alloc((size_t)max_batch * sizeof(int32_t));
     }
   } catch (...) {
@@ -129,8 +160,8 @@ void Loader::gather(int64_t b, Slot& s) {
   int64_t begin = b * batch_, end = std::min(begin + batch_, n_);
   for (int64_t i = begin; i < end; ++i) {
     int64_t src = order_[i];
-    memcpy(s.images + (i - begin) * CIFAR_IMAGE_BYTES, images_ + src * CIFAR_IMAGE_BYTES,
-           CIFAR_IMAGE_BYTES);
+    memcpy(s.images + (size_t)(i - begin) * image_bytes(), images_ + (size_t)src * image_bytes(),
+           image_bytes());
     s.labels[i - begin] = labels_[src];
   }
   s.count = (int)(end - begin);

@@ -4,18 +4,19 @@
 #include "host/train.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
+#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -25,6 +26,7 @@
 #include "common/error.h"
 #include "common/params.h"
 #include "common/curves.h"
+#include "common/dataset.h"
 #include "common/train_state.h"
 #include "common/weights.h"
 #include "host/cuda_model.h"
@@ -40,6 +42,58 @@ static std::string fmt_g(double v, int digits = 9) {
   char b[48];
   snprintf(b, sizeof b, "%.*g", digits, v);
   return b;
+}
+
+// A float as the double whose shortest decimal form is the float's shortest round-trip form
+// (1e-3f -> 0.001, not 0.0010000000474974513): what a person typed, for config.json readers.
+static double clean(float v) {
+  if (!std::isfinite(v)) return (double)v;
+  char b[32];
+  auto r = std::to_chars(b, b + sizeof b - 1, v);
+  *r.ptr = 0;
+  return strtod(b, nullptr);
+}
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"device", device},
+          {"data", data},
+          {"epochs", epochs},
+          {"batch_size", batch_size},
+          {"accum_steps", accum_steps},
+          {"lr", clean(lr)},
+          {"optimizer", optimizer},
+          {"weight_decay", clean(weight_decay)},
+          {"schedule", schedule},
+          {"warmup_epochs", clean(warmup_epochs)},
+          {"label_smoothing", clean(label_smoothing)},
+          {"clip_grad", clean(clip_grad)},
+          {"augment", augment},
+          {"seed", seed},
+          {"tf32", tf32},
+          {"freeze_backbone", freeze_backbone},
+          {"max_steps", max_steps},
+          {"log_every", log_every},
+          {"store_size", store_size}};
+}
+
+nlohmann::json config_to_json(const Config& c) {
+  return {{"image_size", c.image_size},
+          {"patch_size", c.patch_size},
+          {"channels", c.channels},
+          {"classes", c.classes},
+          {"hidden", c.hidden},
+          {"layers", c.layers},
+          {"heads", c.heads},
+          {"mlp", c.mlp},
+          {"dropout", clean(c.dropout)},
+          {"attn_dropout", clean(c.attn_dropout)},
+          {"init_std", clean(c.init_std)},
+          {"qkv_bias", c.qkv_bias},
+          {"gelu", gelu_name(c.gelu)},
+          {"ln_eps", clean(c.ln_eps)},
+          {"final_ln", c.final_ln},
+          {"mean", {clean(c.mean[0]), clean(c.mean[1]), clean(c.mean[2])}},
+          {"std", {clean(c.std[0]), clean(c.std[1]), clean(c.std[2])}}};
 }
 
 std::map<std::string, std::string> TrainOptions::to_map() const {
@@ -62,6 +116,7 @@ std::map<std::string, std::string> TrainOptions::to_map() const {
   m["freeze_backbone"] = freeze_backbone ? "true" : "false";
   m["max_steps"] = std::to_string(max_steps);
   m["log_every"] = std::to_string(log_every);
+  m["store_size"] = std::to_string(store_size);
   return m;
 }
 
@@ -100,6 +155,7 @@ void TrainOptions::set(const std::string& key, const std::string& v) {
   else if (key == "freeze_backbone") freeze_backbone = cli::parse_bool(flag, v);
   else if (key == "max_steps") { max_steps = cli::parse_int64(flag, v); non_negative((double)max_steps); }
   else if (key == "log_every") { log_every = cli::parse_int(flag, v); non_negative(log_every); }
+  else if (key == "store_size") { store_size = cli::parse_int(flag, v); non_negative(store_size); }
   else throw Error("unknown training option '" + key + "'");
 }
 
@@ -158,51 +214,39 @@ struct SignalScope {
   }
 };
 
-std::string dirname_of(const std::string& path) {
-  size_t s = path.find_last_of('/');
-  if (s == std::string::npos) return ".";
-  if (s == 0) return "/";
-  return path.substr(0, s);
-}
-std::string basename_of(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  size_t s = path.find_last_of('/');
-  return s == std::string::npos ? path : path.substr(s + 1);
+namespace fs = std::filesystem;
+
+// The directory part of a path ("." for a bare file name).
+std::string parent_dir(const std::string& path) {
+  const fs::path d = fs::path(path).parent_path();
+  return d.empty() ? "." : d.string();
 }
 bool is_dir(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  std::error_code ec;
+  return fs::is_directory(p, ec);
 }
 bool is_file(const std::string& p) {
-  struct stat st;
-  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
 }
 void make_dirs(const std::string& path) {
-  std::string cur;
-  std::stringstream ss(path);
-  std::string part;
-  if (!path.empty() && path[0] == '/') cur = "/";
-  while (std::getline(ss, part, '/')) {
-    if (part.empty()) continue;
-    cur += part;
-    if (mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-      throw Error("cannot create the output directory '" + cur + "': " + strerror(errno));
-    cur += "/";
-  }
-  if (!is_dir(path)) throw Error("cannot create the output directory '" + path + "'");
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec || !is_dir(path))
+    throw Error("cannot create the output directory '" + path + "': " +
+                (ec ? ec.message() : "a file of that name exists"));
 }
 
 // The dataset: when the default-style directory (".../cifar-10-batches-bin") is missing, fetch
 // it with data/get_cifar10.sh (found next to the working directory or the executable).
 void ensure_dataset(const std::string& dir) {
-  if (is_dir(dir) || basename_of(dir) != "cifar-10-batches-bin") return;
+  fs::path p(dir);
+  if (!p.has_filename()) p = p.parent_path();  // "data/cifar-10-batches-bin/"
+  if (is_dir(dir) || p.filename() != "cifar-10-batches-bin") return;
   std::vector<std::string> candidates = {"data/get_cifar10.sh"};
-  char exe[4096];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = 0;
-    candidates.push_back(dirname_of(exe) + "/data/get_cifar10.sh");
-  }
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back((exe.parent_path() / "data/get_cifar10.sh").string());
   std::string script;
   for (const std::string& c : candidates)
     if (is_file(c)) { script = c; break; }
@@ -212,7 +256,7 @@ void ensure_dataset(const std::string& dir) {
                 "it there (make data does this from the source tree)");
   printf("CIFAR-10 not found in %s: fetching it with %s\n", dir.c_str(), script.c_str());
   fflush(stdout);
-  std::string cmd = "bash '" + script + "' '" + dirname_of(dir) + "'";
+  std::string cmd = "bash '" + script + "' '" + parent_dir(dir) + "'";
   if (system(cmd.c_str()) != 0 || !is_dir(dir))
     throw Error("could not fetch CIFAR-10 into '" + dir + "' (see the message above)");
 }
@@ -352,7 +396,9 @@ struct Run {
   std::string out;
   std::string resume, init;
   bool new_head = false, eval_only = false;
+  bool strict = false;   // --strict: an unreadable image stops the run
   bool tty = false;
+  DatasetInfo ds;        // what --data holds (format, class count and names)
   TrainingCheckpoint ck;  // --resume: the checkpoint
   LoadedWeights init_w;   // --init: the weights
   int gpus = 0;           // --gpus N (0: not given)
@@ -383,7 +429,12 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     };
     p.section("Training");
     opt("device", "cuda|cpu", "where to train (default cuda; cpu = the reference model, slow)");
-    opt("data", "DIR", "CIFAR-10 binary directory (default data/cifar-10-batches-bin; fetched when missing)");
+    opt("data", "DIR", "CIFAR-10 or CIFAR-100 binary directory, or an image folder DIR/{train,val}/<class>/ "
+        "(default data/cifar-10-batches-bin; fetched when missing)");
+    opt("store-size", "N", "image folders: resize each image once to N x N at load (default: the model's "
+        "--image-size; larger gives rrc-flip crops headroom)");
+    p.flag("strict", "image folders: stop at an unreadable image instead of skipping it",
+           [&] { r.strict = true; });
     opt("epochs", "N", "epochs to train (default 50)");
     opt("batch-size", "N", "images per optimizer step (default 64; 32 with --preset vit-b16)");
     opt("accum-steps", "N", "split each batch into N micro-batches (gradient accumulation; default 1)");
@@ -453,6 +504,22 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     const bool accum_given = given.count("accum_steps") > 0;
     const int64_t accum_per_rank = accum_given ? cli::parse_int64("--accum-steps", given["accum_steps"]) : 1;
     if (accum_per_rank < 1) throw Error("--accum-steps must be at least 1");
+    // The dataset decides the class count (image folders, CIFAR-100): a --classes that says
+    // otherwise is a mistake, and without --classes the classifier follows the dataset.
+    const std::string data_dir = given.count("data") ? given["data"] : r.opt.data;
+    r.ds = probe_dataset(data_dir);
+    if (r.ds.classes > 0) {
+      const std::string n = std::to_string(r.ds.classes);
+      const std::string what = r.ds.format == DataFormat::ImageFolder
+                                   ? n + " class folders in " + data_dir + "/train"
+                                   : "the 100 fine labels of CIFAR-100";
+      if (mf.given("classes") && mf.overrides["classes"] != n)
+        throw Error("--classes " + mf.overrides["classes"] + " contradicts the dataset: " + what +
+                    " (drop --classes: the classifier follows the dataset)");
+      // Fresh and --init runs get the dataset's count as if typed (--init then needs --new-head
+      // when the file's head differs); a resumed run is checked against its checkpoint below.
+      if (r.resume.empty()) mf.overrides["classes"] = n;
+    }
 
     // Options: defaults <- the checkpoint's (when resuming) <- the flags typed.
     if (!r.resume.empty()) {
@@ -481,6 +548,10 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
         }
       r.cfg = ck.config;
       r.preset = ck.preset;
+      if (r.ds.classes > 0 && r.cfg.classes != r.ds.classes)
+        throw Error("'" + r.resume + "' has a " + std::to_string(r.cfg.classes) +
+                    "-class head but '" + data_dir + "' has " + std::to_string(r.ds.classes) +
+                    " classes (a different dataset?)");
     } else if (!r.init.empty()) {
       LoadOptions lo;
       lo.base = mf.unvalidated("basic");
@@ -513,6 +584,13 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
                   " micro-batch(es): make it a multiple of " + std::to_string(r.opt.accum_steps));
     r.opt.validate();
     validate(r.cfg);
+    if (r.ds.format != DataFormat::ImageFolder && r.opt.store_size != 0 &&
+        r.opt.store_size != CIFAR_IMAGE_SIZE)
+      throw Error("--store-size is for image-folder datasets: " + std::string(data_format_name(r.ds.format)) +
+                  " images are stored at 32x32 (the model resizes them to --image-size)");
+    if (r.strict && r.ds.format != DataFormat::ImageFolder)
+      throw Error("--strict is for image-folder datasets ('" + data_dir + "' is " +
+                  data_format_name(r.ds.format) + " binary, checked completely either way)");
     r.tty = isatty(STDOUT_FILENO);
 
     std::string command;
@@ -561,11 +639,22 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     if (devnull >= 0) { dup2(devnull, STDOUT_FILENO); close(devnull); }
   }
   if (W > 1) r.tty = false;  // progress lines at fixed steps: every rank drains at the same ones
+  // The stored image size S: CIFAR's 32, or what an image folder is resized to at load (the
+  // model's input size unless --store-size asks for headroom). The input kernel crops and
+  // resizes from S; crop-flip's padding scales with S (4 pixels at 32, the CIFAR recipe).
+  const bool folder = r.ds.format == DataFormat::ImageFolder;
+  const int S = !folder ? CIFAR_IMAGE_SIZE : o.store_size > 0 ? o.store_size : cfg.image_size;
+  DataOptions dopt;
+  dopt.store_size = S;
+  dopt.strict = r.strict;
+  dopt.tty = r.tty;
 
   // Model first: a missing GPU is reported before any data is read.
   ModelOptions mo;
   mo.seed = o.seed;
   mo.label_smoothing = o.label_smoothing;
+  mo.input.src_size = S;
+  mo.input.crop_pad = std::max(1, (S + 4) / 8);
   mo.input.augment = parse_augment(o.augment);
   mo.max_batch = micro;
   mo.tf32 = o.tf32;
@@ -577,7 +666,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
 
   if (main_rank) ensure_dataset(o.data);
   if (comm) comm->max(0);  // the others wait until rank 0 has the data
-  Loader test(o.data, Split::Test, cfg.classes, micro, o.seed, cuda);
+  Loader test(o.data, Split::Test, cfg.classes, micro, o.seed, cuda, dopt);
 
   if (r.eval_only) {
     model->set_params(r.init_w.params.data());
@@ -588,7 +677,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     return 0;
   }
 
-  Loader train(o.data, Split::Train, cfg.classes, o.batch_size, o.seed, cuda);
+  Loader train(o.data, Split::Train, cfg.classes, o.batch_size, o.seed, cuda, dopt);
   const int64_t spe = train.batches(o.batch_size);  // steps per epoch
 
   // State: fresh, from --init weights, or the checkpoint's.
@@ -612,21 +701,34 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
 
   // Outputs.
   r.out = !r.out.empty() ? r.out
-          : !r.resume.empty() ? dirname_of(r.resume)
+          : !r.resume.empty() ? parent_dir(r.resume)
                               : "runs/" + r.preset + "-" + timestamp();
   if (main_rank) make_dirs(r.out);
   const std::string metrics_path = r.out + "/metrics.csv";
   const std::string last_path = r.out + "/last.safetensors";
   const std::string best_path = r.out + "/best.safetensors";
   if (main_rank) prepare_metrics(metrics_path, st.epoch);
+  // The class names travel in every checkpoint (vit_predict prints them), when the dataset
+  // has names for exactly the model's classes.
+  std::vector<std::string> class_names;
+  if ((int)r.ds.class_names.size() == cfg.classes) class_names = r.ds.class_names;
+  std::map<std::string, std::string> extra_md;
+  if (!class_names.empty()) extra_md["class_names"] = nlohmann::json(class_names).dump();
   if (main_rank) {
     nlohmann::json j;
     j["command"] = command;
     j["preset"] = r.preset;
-    j["model"] = config_to_metadata(cfg);
-    j["train"] = o.to_map();
+    j["model"] = config_to_json(cfg);
+    j["train"] = o.to_json();
     j["parameters"] = layout.count();
-    j["dataset"] = {{"dir", o.data}, {"train_images", train.size()}, {"test_images", test.size()}};
+    j["dataset"] = {{"dir", o.data},
+                    {"format", data_format_name(r.ds.format)},
+                    {"classes", cfg.classes},
+                    {"class_names", class_names},
+                    {"image_size", S},
+                    {"train_images", train.size()},
+                    {"test_images", test.size()},
+                    {"skipped_images", train.skipped() + test.skipped()}};
     if (!r.resume.empty()) j["resumed_from"] = r.resume;
     if (!r.init.empty()) j["init"] = r.init;
     std::ofstream(r.out + "/config.json") << j.dump(2) << "\n";
@@ -638,7 +740,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     model->get_params(params.data());
     std::vector<float> m(layout.total), v(layout.total);
     model->get_adam_state(m.data(), v.data());
-    save_training_checkpoint(path, cfg, layout, r.preset, train_md, st, params, m, v);
+    save_training_checkpoint(path, cfg, layout, r.preset, train_md, st, params, m, v, extra_md);
   };
 
   const std::string ranks_note =
@@ -653,6 +755,12 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
          r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), ranks_note.c_str(),
          (long long)train.size(), (long long)test.size(), (long long)spe, o.batch_size,
          micro_note.c_str(), r.out.c_str());
+  if (r.ds.format != DataFormat::Cifar10)
+    printf("dataset: %s, %d classes, images stored at %dx%d%s\n", data_format_name(r.ds.format),
+           cfg.classes, S, S,
+           train.skipped() + test.skipped() > 0
+               ? (", " + std::to_string(train.skipped() + test.skipped()) + " unreadable skipped").c_str()
+               : "");
   if (o.freeze_backbone) {
     size_t trained = 0;
     for (const ParamTensor& t : layout.tensors)
@@ -729,7 +837,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
       const int n_micro = (b.count + micro - 1) / micro;
       for (int m = rank * micro_per_rank; m < std::min(n_micro, (rank + 1) * micro_per_rank); ++m) {
         const int off = m * micro, cnt = std::min(micro, b.count - off);
-        model->forward(b.images + (size_t)off * CIFAR_IMAGE_BYTES, b.labels + off, cnt, true,
+        model->forward(b.images + (size_t)off * train.image_bytes(), b.labels + off, cnt, true,
                        st.micro_step + m);
         model->backward();
       }

@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "common/model.h"
 #include "host/dist.h"
 
@@ -28,7 +30,7 @@ namespace vit {
 // batch defaults to 32 (the reference's vit-b16 fine-tuning: Adam, lr 1e-4, batch 32).
 struct TrainOptions {
   std::string device = "cuda";                   // cuda | cpu
-  std::string data = "data/cifar-10-batches-bin";
+  std::string data = "data/cifar-10-batches-bin";  // any format of common/dataset.h
   int epochs = 50;
   int batch_size = 64;                           // images per optimizer step
   int accum_steps = 1;                           // micro-batches per step (batch_size / accum each),
@@ -46,16 +48,25 @@ struct TrainOptions {
   bool freeze_backbone = false;                  // linear probe: train only head (+ final LN)
   int64_t max_steps = 0;                         // stop (and save) after this many steps; 0 = off
   int log_every = 0;                             // steps between plain log lines; 0 = ~10/epoch
+  int store_size = 0;                            // image folders: stored size; 0 = the model's
 
-  // As string pairs (config.json "train" and checkpoint metadata "train.*"), and back: one
-  // key per flag, named as the flag without "--" ("batch-size" -> "batch_size").
+  // As string pairs (checkpoint metadata "train.*", where floats are written with 9 digits so
+  // they read back bit-exactly), and back: one key per flag, named as the flag without "--"
+  // ("batch-size" -> "batch_size").
   std::map<std::string, std::string> to_map() const;
+  // The same keys with typed values for config.json: numbers, booleans, strings; a float is
+  // its shortest round-trip form (1e-3, not 0.00100000005).
+  nlohmann::json to_json() const;
   // Sets one option from its key and text value; throws vit::Error on an unknown key or a
   // value that cannot work (each error names the flag).
   void set(const std::string& key, const std::string& value);
   // Throws vit::Error when values conflict (e.g. batch-size not divisible by accum-steps).
   void validate() const;
 };
+
+// The model config as typed JSON (config.json "model"; same keys as config_to_metadata;
+// mean and std as arrays of three numbers).
+nlohmann::json config_to_json(const Config& c);
 
 // Learning rate of update number `step` (0-based): linear warmup from lr/W to lr over
 // W = warmup_epochs * steps_per_epoch updates, then constant, or cosine from lr to 0 at the

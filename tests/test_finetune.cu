@@ -177,17 +177,17 @@ TEST(Finetune, VitB16PresetDefaultsToBatch32) {
     EXPECT_EQ(r.rc, 0) << r.err;
     nlohmann::json j;
     std::ifstream(d / (out + "/config.json")) >> j;
-    return j["train"]["batch_size"].get<std::string>();
+    return j["train"]["batch_size"].get<int>();  // a number in config.json
   };
-  EXPECT_EQ(batch_of("default", {}), "32");
-  EXPECT_EQ(batch_of("given", {"--batch-size", "16"}), "16");
+  EXPECT_EQ(batch_of("default", {}), 32);
+  EXPECT_EQ(batch_of("given", {"--batch-size", "16"}), 16);
   // Without --preset vit-b16 the default stays the basic reference's 64.
   const Out r = run_train({"--device", "cpu", "--preset", "tiny", "--data", d / "data", "--out",
                            d / "tiny", "--epochs", "0"});
   ASSERT_EQ(r.rc, 0) << r.err;
   nlohmann::json j;
   std::ifstream(d / "tiny/config.json") >> j;
-  EXPECT_EQ(j["train"]["batch_size"], "64");
+  EXPECT_EQ(j["train"]["batch_size"], 64);
 }
 
 TEST(Finetune, MemoryPlanOfVitB16) {

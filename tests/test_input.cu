@@ -1,6 +1,8 @@
 // tests/test_input.cu — kernels/input.cuh against vit::ref::preprocess (float): every augment
 // mode (None, Flip, CropFlip, RrcFlip), train and eval, output size 32 from 32 (no resize except
-// for random-resized crops), 32 -> 56, and 32 -> 224 for one image (vit-b16's normalisation).
+// for random-resized crops), 32 -> 56, and 32 -> 224 for one image (vit-b16's normalisation);
+// and sources of other sizes, as image folders store them (--store-size): 20 -> 16 (shrinking),
+// 13 -> 16 (odd size), 48 -> 32 with crop padding 6.
 // The crop boxes and flips must be the reference's exactly (an off-by-one box moves whole
 // pixels: O(1) errors); the values are the same float formula, interpolated with FMAs on a GPU:
 // rtol 1e-5, atol 1e-5 on values in about [-2.2, 2.7]. Two thread orders; bitwise across runs.
@@ -43,16 +45,18 @@ const char* augment_name(vit::Augment a) {
   return "?";
 }
 
-void check_input(const char* preset, int B, int R, vit::Augment aug, bool train, uint64_t step) {
-  SCOPED_TRACE(std::string(preset) + " B=" + std::to_string(B) + " R=" + std::to_string(R) +
+void check_input(const char* preset, int B, int R, vit::Augment aug, bool train, uint64_t step,
+                 int S = 32, int pad = 4) {
+  SCOPED_TRACE(std::string(preset) + " B=" + std::to_string(B) + " S=" + std::to_string(S) +
+               " pad=" + std::to_string(pad) + " R=" + std::to_string(R) +
                " augment=" + augment_name(aug) + (train ? " train" : " eval") +
                " step=" + std::to_string(step));
   vit::Config c = vit::preset(preset);
   c.image_size = R;
   vit::InputSpec in;
-  in.src_size = 32;
+  in.src_size = S;
   in.augment = aug;
-  in.crop_pad = 4;
+  in.crop_pad = pad;
   const uint64_t seed = 1234;
   const vector<uint8_t> img = random_images(B, in.src_size);
   const size_t n = (size_t)B * 3 * R * R;
@@ -94,6 +98,16 @@ TEST(InputKernel, Resize32To56EveryMode) {
     check_input("basic", 4, 56, a, true, 3);
     check_input("basic", 2, 56, a, false, 3);
   }
+}
+
+TEST(InputKernel, OtherSourceSizesEveryMode) {
+  VIT_REQUIRE_GPU();
+  for (vit::Augment a : MODES) {
+    check_input("tiny", 4, 16, a, true, 2, /*S=*/20, /*pad=*/3);
+    check_input("tiny", 3, 16, a, true, 9, /*S=*/13, /*pad=*/2);
+    check_input("basic", 2, 32, a, true, 4, /*S=*/48, /*pad=*/6);
+  }
+  check_input("tiny", 4, 16, vit::Augment::None, false, 0, 20, 3);
 }
 
 TEST(InputKernel, Resize32To224) {

@@ -132,6 +132,7 @@ TEST(TrainOptions, RoundTripAndErrors) {
   bad("augment", "mixup", "--augment");
   bad("label_smoothing", "1", "--label-smoothing");
   bad("device", "tpu", "--device");
+  bad("store_size", "-1", "--store-size");
   vit::TrainOptions q;
   q.batch_size = 30;
   q.accum_steps = 4;
@@ -195,9 +196,29 @@ TEST(TrainEndToEnd, LearnsTheToyDatasetAndWritesEveryOutput) {
   EXPECT_GT(test_acc, 0.5) << "10 classes: chance is 0.1";
   // config.json, checkpoints, curves.
   nlohmann::json j = nlohmann::json::parse(slurp(d / "run/config.json"));
-  EXPECT_EQ(j["train"]["batch_size"], "32");
-  EXPECT_EQ(j["model"]["hidden"], "64");
+  // Typed values: numbers as numbers (floats in their shortest form), booleans, strings.
+  ASSERT_TRUE(j["train"]["batch_size"].is_number_integer());
+  EXPECT_EQ(j["train"]["batch_size"], 32);
+  ASSERT_TRUE(j["train"]["lr"].is_number_float());
+  EXPECT_EQ(j["train"]["lr"].get<double>(), 0.002);  // --lr 2e-3, no float32 noise
+  EXPECT_EQ(j["train"]["lr"].dump(), "0.002");
+  EXPECT_EQ(j["train"]["seed"], 7);
+  ASSERT_TRUE(j["train"]["tf32"].is_boolean());
+  EXPECT_EQ(j["train"]["tf32"], true);
+  EXPECT_EQ(j["train"]["freeze_backbone"], false);
+  EXPECT_EQ(j["train"]["optimizer"], "adam");
+  EXPECT_EQ(j["train"]["device"], "cpu");
+  EXPECT_EQ(j["model"]["hidden"], 64);
+  EXPECT_EQ(j["model"]["patch_size"], 8);
+  EXPECT_EQ(j["model"]["dropout"].dump(), "0.1");
+  EXPECT_EQ(j["model"]["ln_eps"].dump(), "1e-05");
+  EXPECT_EQ(j["model"]["qkv_bias"], true);
+  EXPECT_EQ(j["model"]["gelu"], "tanh");
+  EXPECT_EQ(j["model"]["mean"].dump(), "[0.5,0.5,0.5]");
   EXPECT_EQ(j["dataset"]["train_images"], 320);
+  EXPECT_EQ(j["dataset"]["format"], "cifar-10");
+  EXPECT_EQ(j["dataset"]["image_size"], 32);
+  EXPECT_EQ(j["dataset"]["class_names"].size(), 10u);  // toy batches.meta.txt
   vit::TrainingCheckpoint ck = vit::load_training_checkpoint(d / "run/last.safetensors", {});
   EXPECT_EQ(ck.state.epoch, 4);
   EXPECT_EQ(ck.state.step, 40);  // 320 / 32 per epoch
@@ -431,7 +452,8 @@ TEST(TrainBadInput, OneLineNonZeroAndTheCheckpointIsIntact) {
 TEST(TrainBadInput, Help) {
   Result h = run_train({"--help"});
   EXPECT_EQ(h.rc, 0);
-  for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden"})
+  for (const char* f : {"--device", "--epochs", "--resume", "--augment", "--hidden", "--store-size N",
+                        "--strict", "image folder"})
     EXPECT_NE(h.out.find(f), std::string::npos) << f;
 }
 
