@@ -22,7 +22,10 @@ PYTHON     ?= python3
 
 OPT        ?= -O2
 CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
-SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include -x c++
+# CUDA sources under simt are checked for misaligned accesses (a GPU faults on them, x86 does not):
+# UBSan's alignment check, fatal, with simt naming the kernel (simt/scheduler.cpp).
+SIMT_SAN   := -fsanitize=alignment -fno-sanitize-recover=alignment
+SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include $(SIMT_SAN) -x c++
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
               --expt-relaxed-constexpr -diag-suppress 177
 LIBS_CPU   := -lopenblas -lgomp -lpthread
@@ -131,7 +134,7 @@ resources: | check-nvcc build/.headers-ok
 # build/test_simt: every test; CUDA code runs on the CPU through simt.
 # build/test_gpu:  the CUDA tests (tests/*.cu) built by nvcc; each skips itself without a GPU.
 build/test_simt: $(TEST_CU:%.cu=build/simt/%.o) $(TEST_CPP:%.cpp=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LIBS_SIMT)
+	$(CXX) $(CXXFLAGS) $(SIMT_SAN) -o $@ $^ $(LIBS_SIMT)
 build/test_gpu: $(TEST_CU:%.cu=build/gpu-test/%.o) $(HOST_SRC:%.cu=build/gpu-test/%.o) $(PLAIN_OBJ)
 	$(NVCC) $(TEST_GENCODE) -o $@ $^ -lgtest $(LIBS_GPU)
 
