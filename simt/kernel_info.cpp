@@ -5,12 +5,14 @@
 // g++ keeps no per-function attributes a program could query, so the facts are read back from
 // the executable itself:
 //
-//   * __launch_bounds__(N, ...) expands (simt/simt.h) to patchable_function_entry(N, N): N one-byte
-//     NOPs before the kernel's entry point, the address of the first recorded in the linker
-//     section __patchable_function_entries. A kernel has bound N when a record lies exactly N
-//     bytes before its address and every byte in between is a NOP (0x90). A record further down
-//     belongs to an earlier function, whose body sits in between, so the match is exact; it works
-//     for template instantiations, where GCC evaluates N per instantiation.
+//   * __launch_bounds__(N, ...) expands (simt/simt.h) to patchable_function_entry(2N, N): N
+//     one-byte NOPs (0x90) before the kernel's entry point and N after it (executed: a few cycles
+//     per CUDA thread). The bound is the shorter of the two NOP runs: alignment padding before a
+//     function may end in 0x90 bytes, and so, very rarely, may the first bytes of a body (a loop
+//     head aligned at the very start), but a kernel without a bound has no NOP run on *both*
+//     sides, and a stray NOP on both sides of a bounded one is needed to mis-read its bound. (The
+//     linker section __patchable_function_entries would name the NOPs exactly, but GCC 12 emits
+//     it unusable for COMDAT functions, so the simt link discards it.)
 //   * __shared__ is `static thread_local`, so each static shared variable of a kernel is a TLS
 //     symbol in the executable's symbol table (.symtab), named like any C++ local static:
 //     `_ZZ` + the kernel's mangled name without `_Z` + `E` + the variable's name. Its st_size is
@@ -39,12 +41,6 @@
 #include <vector>
 
 #include "simt/internal.h"
-
-extern "C" {
-// Provided by the linker when some object has patchable entries (weak: null otherwise).
-extern const uintptr_t __start___patchable_function_entries[] __attribute__((weak));
-extern const uintptr_t __stop___patchable_function_entries[] __attribute__((weak));
-}
 
 namespace simt {
 namespace {
@@ -178,22 +174,16 @@ struct KernelInfo {
 std::unordered_map<const void*, KernelInfo> g_kernels;
 
 int find_launch_bound(const void* func) {
-  const uintptr_t* b = __start___patchable_function_entries;
-  const uintptr_t* e = __stop___patchable_function_entries;
-  if (!b || !e || e <= b) return 0;
-  static std::vector<uintptr_t> sorted;
-  if (sorted.empty()) {
-    sorted.assign(b, e);
-    std::sort(sorted.begin(), sorted.end());
-  }
-  const uintptr_t f = (uintptr_t)func;
-  auto it = std::lower_bound(sorted.begin(), sorted.end(), f);  // first record >= f
-  if (it == sorted.begin()) return 0;
-  const uintptr_t r = *--it;  // the nearest record below f
-  if (f - r > 65536) return 0;
-  for (const unsigned char* p = (const unsigned char*)r; p < (const unsigned char*)f; ++p)
-    if (*p != 0x90) return 0;  // another function's code lies in between: not our record
-  return (int)(f - r);
+  const unsigned char* f = static_cast<const unsigned char*>(func);
+  const unsigned char* body = f;
+  static const unsigned char endbr64[4] = {0xf3, 0x0f, 0x1e, 0xfa};  // -fcf-protection's landing pad
+  if (memcmp(body, endbr64, 4) == 0) body += 4;
+  constexpr int kMax = 4096;
+  int after = 0, before = 0;
+  while (after < kMax && body[after] == 0x90) ++after;
+  if (after == 0) return 0;
+  while (before < kMax && f[-1 - before] == 0x90) ++before;
+  return std::min(after, before);
 }
 
 size_t find_static_smem(const void* func) {

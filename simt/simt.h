@@ -18,7 +18,10 @@
 //     at every block start. (A linker-section trick would be simpler but g++ drops section
 //     attributes on statics of template instantiations, and our kernels are templates.)
 //   * atomics as plain read-modify-write (fibers are cooperative: nothing interleaves inside one);
-//   * the device math intrinsics mapped to host libm.
+//   * the device math intrinsics on host libm, the fast ones (__expf, __fdividef, ...) and the
+//     conversions (__float2int_rn, ...) built the way the CUDA/PTX documentation defines them;
+//   * __launch_bounds__ recorded per kernel (see the macro), checked at launch with the static
+//     __shared__ bytes that simt/kernel_info.cpp reads from the executable's symbol table.
 #pragma once
 
 // Standard headers that use GNU attribute spellings clashing with the CUDA keywords defined
@@ -61,15 +64,14 @@
 // __launch_bounds__(maxThreadsPerBlock[, minBlocksPerMultiprocessor[, maxBlocksPerCluster]]):
 // g++ has no attribute that stores a number a program can read back from a function pointer, and
 // section names cannot depend on template parameters (our bounds often do). But GCC evaluates
-// the arguments of patchable_function_entry(N, N) per template instantiation, and the attribute
-// puts N one-byte NOPs *before* the function's entry point (never executed) and records the
-// address of the first one in the __patchable_function_entries section. simt finds the record
-// that lies exactly N NOP bytes before a kernel's address, so N = maxThreadsPerBlock (see
-// simt/kernel_info.cpp). minBlocks and maxBlocksPerCluster only steer register allocation on a
-// GPU and are not recorded.
+// the arguments of patchable_function_entry(2N, N) per template instantiation, and it places N
+// one-byte NOPs (0x90) before the function's entry and N after it: simt/kernel_info.cpp counts
+// them. (GCC's records of these NOPs break the link of COMDAT kernels: the simt link drops them,
+// simt/discard_patchable.ld.) minBlocks and maxBlocksPerCluster only steer register allocation
+// on a GPU and are not recorded.
 #undef __launch_bounds__
-#define __launch_bounds__(...)                                                           \
-  __attribute__((patchable_function_entry(::simt::detail::launch_bound_arg(__VA_ARGS__), \
+#define __launch_bounds__(...)                                                               \
+  __attribute__((patchable_function_entry(2 * ::simt::detail::launch_bound_arg(__VA_ARGS__), \
                                           ::simt::detail::launch_bound_arg(__VA_ARGS__))))
 #ifndef __grid_constant__
 #define __grid_constant__
@@ -255,7 +257,7 @@ template <typename... KArgs, size_t... I>
 void launch_packed_impl(const void* func, const char* name, dim3 grid, dim3 block, void** args,
                         size_t smem, cudaStream_t stream, std::index_sequence<I...>) {
   auto kernel = reinterpret_cast<void (*)(KArgs...)>(const_cast<void*>(func));
-  launch_kernel(name, "(cudaLaunchKernel)", 0, kernel, grid, block, smem, stream,
+  ::simt::launch_kernel(name, "(cudaLaunchKernel)", 0, kernel, grid, block, smem, stream,
                 *static_cast<std::decay_t<KArgs>*>(args[I])...);
 }
 }  // namespace detail

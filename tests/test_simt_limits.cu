@@ -17,7 +17,10 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/attention.cuh"
 #include "kernels/common.cuh"
+#include "kernels/layernorm.cuh"
+#include "kernels/reduce.cuh"
 #include "tests/test_util.h"
 
 namespace {
@@ -186,6 +189,25 @@ TEST(SimtLimits, StaticPlusDynamicSharedMemoryMustFit) {
   cudaFuncAttributes a;
   CUDA_CHECK(cudaFuncGetAttributes(&a, big_static_smem_kernel));
   EXPECT_EQ(a.maxDynamicSharedSizeBytes, 1024);
+}
+
+// The project's kernels, as declared in kernels/: static kernels of headers that several
+// translation units include (each has its own copy) and template instantiations.
+TEST(SimtLimits, ProjectKernelsReportTheirBoundsAndStaticSharedMemory) {
+  VIT_REQUIRE_GPU();
+  cudaFuncAttributes a;
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::layernorm_forward_kernel<true>));
+  EXPECT_EQ(a.maxThreadsPerBlock, vit::LN_WARPS * 32);
+  EXPECT_EQ(a.sharedSizeBytes, 0u);
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::layernorm_backward_dwdb_partial_kernel));
+  EXPECT_EQ(a.maxThreadsPerBlock, 256);
+  EXPECT_EQ(a.sharedSizeBytes, 2u * 8 * 33 * sizeof(float));  // acc_w, acc_b
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::colsum_partial_kernel));
+  EXPECT_EQ(a.sharedSizeBytes, 8u * 33 * sizeof(float));
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_forward_kernel<64>));
+  EXPECT_EQ(a.maxThreadsPerBlock, vit::attn_detail::kRows * (64 / vit::attn_detail::kFeat));
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_backward_dq_kernel<16>));
+  EXPECT_EQ(a.maxThreadsPerBlock, vit::attn_detail::kRows * (16 / vit::attn_detail::kFeat));
 }
 
 // ---------------------------------------------------------------------------------------------
