@@ -28,7 +28,9 @@ CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp 
 # UBSan's alignment check, fatal, with simt naming the kernel (simt/scheduler.cpp).
 SIMT_SAN   := -fsanitize=alignment -fno-sanitize-recover=alignment
 SIMTFLAGS  := -DVIT_SIMT -isystem $(CUDA_HOME)/include $(SIMT_SAN) -x c++
-# Linking simt programs: the sanitizer runtime, and simt/discard_patchable.ld (why: see there).
+# Every program linked from simt objects needs these: the sanitizer runtime, and
+# simt/discard_patchable.ld (without it, a template kernel with __launch_bounds__ instantiated in
+# two objects fails to link: see that file).
 SIMT_LDFLAGS := $(SIMT_SAN) -Wl,-T,simt/discard_patchable.ld
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
               --expt-relaxed-constexpr -diag-suppress 177
