@@ -5,12 +5,12 @@
 // g++ keeps no per-function attributes a program could query, so the facts are read back from
 // the executable itself:
 //
-//   * __launch_bounds__(N, ...) expands (simt/simt.h) to patchable_function_entry(2N, N): N
-//     one-byte NOPs (0x90) before the kernel's entry point and N after it (executed: a few cycles
-//     per CUDA thread). The bound is the shorter of the two NOP runs: alignment padding before a
-//     function may end in 0x90 bytes, and so, very rarely, may the first bytes of a body (a loop
-//     head aligned at the very start), but a kernel without a bound has no NOP run on *both*
-//     sides, and a stray NOP on both sides of a bounded one is needed to mis-read its bound. (The
+//   * __launch_bounds__(N, ...) expands (simt/simt.h) to patchable_function_entry(2(N+2), N+2):
+//     N + 2 one-byte NOPs (0x90) before the kernel's entry point and N + 2 after it (executed: a
+//     few cycles per CUDA thread). The bound is the shorter of the two NOP runs, minus 2. Any
+//     function may be preceded by alignment padding that ends in one 0x90 byte, and a few bodies
+//     (GCC's .cold clones) start with one: without the 2 extra NOPs such a function would read as
+//     bounded to 1 thread. A wrong reading would need two stray NOP bytes on both sides. (The
 //     linker section __patchable_function_entries would name the NOPs exactly, but GCC 12 emits
 //     it unusable for COMDAT functions, so the simt link discards it.)
 //   * __shared__ is `static thread_local`, so each static shared variable of a kernel is a TLS
@@ -181,9 +181,10 @@ int find_launch_bound(const void* func) {
   constexpr int kMax = 4096;
   int after = 0, before = 0;
   while (after < kMax && body[after] == 0x90) ++after;
-  if (after == 0) return 0;
+  if (after <= detail::kBoundNops) return 0;
   while (before < kMax && f[-1 - before] == 0x90) ++before;
-  return std::min(after, before);
+  const int n = std::min(after, before) - detail::kBoundNops;
+  return n > 0 ? n : 0;
 }
 
 size_t find_static_smem(const void* func) {

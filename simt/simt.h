@@ -64,15 +64,16 @@
 // __launch_bounds__(maxThreadsPerBlock[, minBlocksPerMultiprocessor[, maxBlocksPerCluster]]):
 // g++ has no attribute that stores a number a program can read back from a function pointer, and
 // section names cannot depend on template parameters (our bounds often do). But GCC evaluates
-// the arguments of patchable_function_entry(2N, N) per template instantiation, and it places N
-// one-byte NOPs (0x90) before the function's entry and N after it: simt/kernel_info.cpp counts
-// them. (GCC's records of these NOPs break the link of COMDAT kernels: the simt link drops them,
-// simt/discard_patchable.ld.) minBlocks and maxBlocksPerCluster only steer register allocation
-// on a GPU and are not recorded.
+// the arguments of patchable_function_entry(2(N + 2), N + 2) per template instantiation, and it
+// places N + 2 one-byte NOPs (0x90) before the function's entry and N + 2 after it:
+// simt/kernel_info.cpp counts them. (GCC's records of these NOPs break the link of COMDAT
+// kernels: the simt link drops them, simt/discard_patchable.ld.) minBlocks and
+// maxBlocksPerCluster only steer register allocation on a GPU and are not recorded.
 #undef __launch_bounds__
-#define __launch_bounds__(...)                                                               \
-  __attribute__((patchable_function_entry(2 * ::simt::detail::launch_bound_arg(__VA_ARGS__), \
-                                          ::simt::detail::launch_bound_arg(__VA_ARGS__))))
+#define __launch_bounds__(...)                                                         \
+  __attribute__((patchable_function_entry(                                             \
+      2 * (::simt::detail::launch_bound_arg(__VA_ARGS__) + ::simt::detail::kBoundNops), \
+      ::simt::detail::launch_bound_arg(__VA_ARGS__) + ::simt::detail::kBoundNops)))
 #ifndef __grid_constant__
 #define __grid_constant__
 #endif
@@ -84,6 +85,9 @@
 namespace simt {
 namespace detail {
 constexpr int launch_bound_arg(int max_threads, int = 0, int = 0) { return max_threads; }
+// NOPs added on each side of a bounded kernel's entry beyond N, so that the single alignment NOP
+// that may precede any function and start its body does not read as a bound of 1.
+constexpr int kBoundNops = 2;
 }  // namespace detail
 
 // Order in which the runnable threads of a block run between two synchronisation points (and
