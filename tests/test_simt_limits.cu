@@ -587,6 +587,7 @@ void misaligned_half2() {
   __half* x;
   CUDA_CHECK(cudaMalloc(&x, 64 * sizeof(__half)));
   LAUNCH(misaligned_half2_store_kernel, 1, 1, 0, 0, x);
+  CUDA_CHECK(cudaDeviceSynchronize());  // the kernel runs (and faults) when the stream is synchronised
 }
 
 // More than 48 KiB of static shared memory does not compile for a GPU: simt aborts at launch.
