@@ -138,9 +138,10 @@ char g_launch_end;                   // every CUDA thread releases it at exit; t
 // The TSan fibers of the launch's finished blocks. This TSan (v2) reuses the id of a destroyed
 // thread, and accesses under one id count as one thread's: a block's fibers destroyed at its end
 // would lend their ids to the next block's, hiding races between the two. So fibers live until
-// the launch ends, up to kRaceLiveFibers (TSan allows 8192 threads at once); past that the oldest
-// go, and races between blocks that far apart in the launch may be missed.
-constexpr size_t kRaceLiveFibers = 4096;
+// the launch ends, up to kRaceLiveFibers (TSan allows 8192 threads at once, and each costs about
+// 0.6 MB of trace); past that the oldest go, and races between blocks that far apart in the
+// launch may be missed.
+constexpr size_t kRaceLiveFibers = 2048;
 std::vector<void*> g_race_fibers;
 void destroy_race_fibers(size_t keep) {
   if (g_race_fibers.size() <= keep) return;
