@@ -199,7 +199,7 @@ build/race/test_race: $(RACE_OBJ)
 RACE_FILTER ?= *
 test-race:
 	@$(MAKE) --no-print-directory -j$(NPROC) build/race/test_race
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=0 \
 	  ./build/race/test_race --gtest_filter='$(RACE_FILTER)'
 
 # --- the rest -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@
 
 #include <boost/context/fiber.hpp>
 #include <cstdarg>
+#include <deque>
 #include <cstdlib>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -135,19 +136,33 @@ void* g_sched_fake_stack = nullptr;
 #if defined(SIMT_RACE)
 void* g_sched_tsan_fiber = nullptr;  // the TSan fiber of the host thread that runs the block
 char g_launch_end;                   // every CUDA thread releases it at exit; the host acquires it
-// The TSan fibers of the launch's finished blocks. This TSan (v2) reuses the id of a destroyed
-// thread, and accesses under one id count as one thread's: a block's fibers destroyed at its end
-// would lend their ids to the next block's, hiding races between the two. So fibers live until
-// the launch ends, up to kRaceLiveFibers (TSan allows 8192 threads at once, and each costs about
-// 0.6 MB of trace); past that the oldest go, and races between blocks that far apart in the
-// launch may be missed.
-constexpr size_t kRaceLiveFibers = 2048;
-std::vector<void*> g_race_fibers;
-void destroy_race_fibers(size_t keep) {
-  if (g_race_fibers.size() <= keep) return;
-  const size_t drop = g_race_fibers.size() - keep;
-  for (size_t i = 0; i < drop; ++i) __tsan_destroy_fiber(g_race_fibers[i]);
-  g_race_fibers.erase(g_race_fibers.begin(), g_race_fibers.begin() + (ptrdiff_t)drop);
+// TSan fibers are costly to create (TSan maps and clears about a megabyte for each), so they are
+// pooled, but a fiber carries its vector clock with it: reused within one launch, it would order
+// one block's threads before another's. So a fiber serves one block per launch and returns to the
+// pool when the launch ends (the kernel boundary orders everything anyway). This TSan (v2) also
+// reuses a destroyed thread's id, which would merge two blocks' threads into one; pooled fibers
+// are never destroyed. At most kRaceFibers exist; a launch that needs more (a grid of more than
+// kRaceFibers threads) reuses its own oldest, and races between blocks that far apart may be missed.
+constexpr size_t kRaceFibers = 1024;  // >= the largest block
+std::vector<void*> g_fiber_pool;      // free: used by no block of the current launch
+std::deque<void*> g_fiber_used;       // used by this launch's blocks, oldest first
+void* take_race_fiber() {
+  void* f;
+  if (!g_fiber_pool.empty()) {
+    f = g_fiber_pool.back();
+    g_fiber_pool.pop_back();
+  } else if (g_fiber_used.size() < kRaceFibers) {
+    f = __tsan_create_fiber(0);
+  } else {
+    f = g_fiber_used.front();
+    g_fiber_used.pop_front();
+  }
+  g_fiber_used.push_back(f);
+  return f;
+}
+void race_launch_done() {
+  g_fiber_pool.insert(g_fiber_pool.end(), g_fiber_used.begin(), g_fiber_used.end());
+  g_fiber_used.clear();
 }
 #endif
 
@@ -174,9 +189,9 @@ struct Thread {
   unsigned mask;
   int arg, width;
   uint64_t value, result;
-  // race mode: parity of this lane's arrival sync objects; after a warp op, the lanes (and their
-  // parities) whose arrivals this lane acquires
-  unsigned par, acq_mask, acq_par;
+  // race mode: parity of this lane's arrival sync object; after a warp op, the slot of its
+  // warp's ring of completion objects to acquire
+  unsigned par, acq_slot;
   // the fiber's stack, for AddressSanitizer
   const void* stack_bottom;
   size_t stack_size;
@@ -184,11 +199,14 @@ struct Thread {
   void* tsan_fiber;
 };
 
+constexpr unsigned kDoneRing = 8;
 // Race mode: the sync objects of one block (fresh memory per block, so that no happens-before
 // edge leaks from one block to the next through a reused object).
 struct RaceSync {
+  char start;   // released by the block's host thread after setup, acquired by every thread
   char bar[2];  // block barrier, by generation parity
   char arrive[detail::kMaxThreadsPerBlock][2];  // per thread: warp-op arrival, by parity
+  char done[detail::kMaxThreadsPerBlock / 32][kDoneRing];  // per warp: completed ops, a ring
 };
 
 struct Block {
@@ -204,6 +222,7 @@ struct Block {
   // Per warp, one bit per lane: lanes that have exited (or do not exist: past a partial last
   // warp), wait at a warp op, are ready to run, wait at __activemask().
   std::vector<unsigned> warp_exited, warp_waiting, warp_ready, warp_amask;
+  std::vector<unsigned> warp_done;  // race mode: warp ops completed per warp
 };
 Block g_blk;
 StackPool g_stacks;
@@ -476,16 +495,24 @@ void try_complete_warp(unsigned w) {
     pending &= ~(group | (1u << l));
     if (group != eff) continue;
     complete_warp_op(wbase, a.mask, eff, a.op);
-    unsigned par = 0;
+#if defined(SIMT_RACE)
+    // The completing fiber gathers every participant's arrival and publishes the union in one
+    // completion object, which each participant acquires when it resumes: 2 annotations per lane
+    // instead of one per pair of lanes. (When an exiting thread completes the op, it is the one
+    // that gathers: an extra edge from it, which can only hide a race, never invent one.)
     for (unsigned m = eff; m; m &= m - 1) {
       const unsigned k = (unsigned)__builtin_ctz(m);
-      par |= (b.threads[wbase + k].par & 1u) << k;
+      __tsan_acquire(&b.sync->arrive[wbase + k][b.threads[wbase + k].par & 1u]);
     }
+    const unsigned slot = b.warp_done[w]++ % kDoneRing;
+    __tsan_release(&b.sync->done[w][slot]);
+#else
+    const unsigned slot = 0;
+#endif
     b.warp_waiting[w] &= ~eff;
     for (unsigned m = eff; m; m &= m - 1) {
       Thread& o = b.threads[wbase + (unsigned)__builtin_ctz(m)];
-      o.acq_mask = eff;
-      o.acq_par = par;
+      o.acq_slot = slot;
       set_ready(o);
     }
   }
@@ -586,6 +613,7 @@ void run_block() {
   b.warp_waiting.assign(nwarps, 0);
   b.warp_ready.assign(nwarps, 0);
   b.warp_amask.assign(nwarps, 0);
+  b.warp_done.assign(nwarps, 0);
   const detail::KernelLaunch* L = b.launch;
   const dim3 bd = L->block;
   for (unsigned i = 0; i < b.n; ++i) {
@@ -605,13 +633,16 @@ void run_block() {
     t.stack_bottom = static_cast<char*>(sc.sp) - sc.size;
     t.stack_size = sc.size;
 #if defined(SIMT_RACE)
-    t.tsan_fiber = __tsan_create_fiber(0);  // created by the block's host thread: launch -> thread
+    t.tsan_fiber = take_race_fiber();
 #endif
     t.fiber = ctx::fiber(std::allocator_arg, PooledStack{sc}, [&t, L](ctx::fiber&& sink) {
 #if defined(SIMT_ASAN)
       __sanitizer_finish_switch_fiber(nullptr, &g_sched_stack_bottom, &g_sched_stack_size);
 #endif
       t.sink = std::move(sink);
+#if defined(SIMT_RACE)
+      __tsan_acquire(&g_blk.sync->start);  // the launch happens-before every thread
+#endif
       L->body(L->closure);
       thread_exited(t);
 #if defined(SIMT_RACE)
@@ -629,9 +660,6 @@ void run_block() {
     if (w < 0) deadlock();
     run_warp_step((unsigned)w);
   }
-#if defined(SIMT_RACE)
-  for (unsigned i = 0; i < b.n; ++i) g_race_fibers.push_back(b.threads[i].tsan_fiber);
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,6 +792,7 @@ void* race_block_main(void*) {
   if (tls.size) memset(tls.data, 0xFF, tls.size);
   memset(detail::g_dynamic_smem, 0xFF, smem);
   memset(detail::g_dynamic_smem + smem, kSmemGuardByte, kSmemGuard);
+  __tsan_release(&b.sync->start);  // what the launch and this setup did, for every thread
   run_block();
   check_dynamic_smem_guard(smem);
   munmap(p, total);
@@ -774,7 +803,6 @@ void* race_block_main(void*) {
 }
 
 void run_block_on_own_thread(size_t smem) {
-  destroy_race_fibers(kRaceLiveFibers - std::min<size_t>(g_blk.n, kRaceLiveFibers));
   g_race_smem = smem;
   pthread_t th;
   if (int e = pthread_create(&th, nullptr, race_block_main, nullptr))
@@ -899,7 +927,7 @@ void launch(const KernelLaunch& L) {
   }
 #if defined(SIMT_RACE)
   __tsan_acquire(&g_launch_end);  // every CUDA thread happens-before what follows the kernel
-  destroy_race_fibers(0);
+  race_launch_done();
 #endif
 
   if (tls.size) memcpy(tls.data, tls_saved.data(), tls.size);
@@ -985,8 +1013,10 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   t->line = line;
 #if defined(SIMT_RACE)
   // The lanes of the mask synchronise among themselves (only they): each releases its arrival
-  // object and, once the op completes, acquires those of the others. Two objects per lane, by
-  // parity, so that a lane already at its next op does not leak what it did since.
+  // object; the completing lane gathers them all into a completion object that each acquires
+  // once resumed (try_complete_warp). Two arrival objects per lane, by parity, and a ring of
+  // completion objects per warp, so that a lane already at its next op does not leak what it
+  // did since to a lane not yet resumed.
   t->par ^= 1u;
   __tsan_release(&b.sync->arrive[t->linear][t->par]);
 #endif
@@ -996,10 +1026,7 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   // other warps keep their own schedule (a warp op synchronises only the lanes of its mask).
   yield_to_scheduler();
 #if defined(SIMT_RACE)
-  for (unsigned m = t->acq_mask & ~(1u << lane); m; m &= m - 1) {
-    const unsigned l = (unsigned)__builtin_ctz(m);
-    __tsan_acquire(&b.sync->arrive[wbase + l][t->acq_par >> l & 1u]);
-  }
+  __tsan_acquire(&b.sync->done[w][t->acq_slot]);
 #endif
   return t->result;
 }
