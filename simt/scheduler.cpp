@@ -745,11 +745,16 @@ void crash_handler(int sig, siginfo_t* si, void* uctx) {
 void install_crash_handlers() {
   if (!t_altstack_installed) {
     t_altstack_installed = true;
-    stack_t ss;
-    ss.ss_size = 64 * 1024;
-    ss.ss_sp = malloc(ss.ss_size);  // lives as long as the thread (never freed: tiny)
-    ss.ss_flags = 0;
-    if (ss.ss_sp) sigaltstack(&ss, nullptr);
+    // Keep an alternate stack that is already there (AddressSanitizer installs one per thread
+    // and unmaps it at thread exit: replacing it makes that unmap fail).
+    stack_t cur;
+    if (sigaltstack(nullptr, &cur) != 0 || (cur.ss_flags & SS_DISABLE)) {
+      stack_t ss;
+      ss.ss_size = 64 * 1024;
+      ss.ss_sp = malloc(ss.ss_size);  // lives as long as the thread (never freed: tiny)
+      ss.ss_flags = 0;
+      if (ss.ss_sp) sigaltstack(&ss, nullptr);
+    }
   }
   if (g_handlers_installed) return;
   g_handlers_installed = true;
