@@ -323,6 +323,30 @@ TEST(SimtExit, FullMaskWarpOpsSkipExitedAndMissingLanes) {
   });
 }
 
+// The last thread of the block returns while every other thread waits at a barrier, and the
+// last lane of each warp returns while the others wait at a vote: its exit completes both (in
+// forward order simt runs it last, so the exit is what releases the others).
+__global__ void exit_completes_kernel(unsigned* out) {
+  const unsigned lane = threadIdx.x % 32;
+  if (threadIdx.x == blockDim.x - 1) return;
+  __syncthreads();
+  if (lane == 31) return;
+  out[threadIdx.x] = __ballot_sync(0xffffffffu, lane % 2);
+}
+TEST(SimtExit, TheLastThreadsExitCompletesBarrierAndWarpOp) {
+  VIT_REQUIRE_GPU();
+  vit_test::for_each_thread_order([](const char* order) {
+    DevBuf<unsigned> out(64);
+    out.zero();
+    LAUNCH(exit_completes_kernel, 1, 64, 0, 0, out.p);
+    std::vector<unsigned> h = out.download();
+    for (int t = 0; t < 64; ++t) {
+      const unsigned expect = t % 32 == 31 ? 0u : 0x2aaaaaaau;  // odd lanes 1..29 (31 exited)
+      EXPECT_EQ(h[t], expect) << "thread " << t << " order " << order;
+    }
+  });
+}
+
 // __activemask(): the lanes executing the same code path; exited lanes are never in it.
 __global__ void activemask_kernel(unsigned* out) {
   const unsigned lane = threadIdx.x % 32;
