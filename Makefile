@@ -3,11 +3,14 @@
 #   make            ./vit_train, ./vit_predict and ./vit_export with nvcc (GPU programs)
 #   make test       build and run the tests: the CUDA code under simt (g++, on the CPU, always)
 #                   and the CUDA tests built by nvcc (run on a GPU when one is present)
+#   make test-sanitize  the same simt/CPU tests under AddressSanitizer + UBSan (build/asan/)
+#   make test-race  the kernel tests with simt in race mode under ThreadSanitizer (build/race/)
 #   make bench      ./vit_bench
 #   make simt       build/simt/vit_train, vit_predict, vit_bench: the same programs with their CUDA
 #                   path run on the CPU by simt (g++, no GPU needed; --device cuda works, slowly)
 #   make resources  registers / spills / shared memory per kernel from ptxas
-#   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
+#   make deps       install the Debian/Ubuntu packages the build and tests need (run as root;
+#                   libgcc-12-dev carries the ASan/UBSan/TSan runtimes of the sanitizer modes)
 #   make data       download and verify CIFAR-10 into data/
 #   make weights    export torchvision's ImageNet vit_b_16 to vit_b_16.safetensors (needs torch)
 #
@@ -81,7 +84,7 @@ HOST_GPU   := $(HOST_SRC:%.cu=build/gpu/%.o)
 HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
 SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
 
-.PHONY: all test test-simt test-gpu bench simt resources deps data weights clean check-nvcc check-headers
+.PHONY: all test test-simt test-gpu test-sanitize test-race bench simt resources deps data weights clean check-nvcc check-headers
 all: vit_train vit_predict vit_export
 
 # --- one-line diagnoses for a missing toolchain or package ------------------------------------
@@ -179,11 +182,67 @@ test:
 	@$(MAKE) --no-print-directory -j$(NPROC) build/test_simt build/test_gpu
 	@st=0; ./build/test_gpu || st=1; ./build/test_simt || st=1; exit $$st
 
+# --- sanitizer builds (each in its own build directory; `make test` is untouched) ---------------------
+# One set of object rules per mode: $(1) the directory, $(2) the flags added to every compile.
+define MODE_RULES
+$(1)/cpu/%.o: %.cpp | build/.headers-ok
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(CXXFLAGS) $(2) -c $$< -o $$@
+$(1)/simt/%.o: %.cu | build/.headers-ok build/.test-headers-ok
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(CXXFLAGS) $(2) $$(SIMTFLAGS) -c $$< -o $$@
+$(1)/simt/%.o: %.cpp | build/.headers-ok build/.test-headers-ok
+	@mkdir -p $$(dir $$@)
+	$$(CXX) $$(CXXFLAGS) $(2) -isystem $$(CUDA_HOME)/include -c $$< -o $$@
+endef
+
+# make test-sanitize: every test of build/test_simt (the CPU-only tests and the CUDA code under
+# simt) built with AddressSanitizer + UndefinedBehaviorSanitizer into build/asan/. simt announces
+# its fiber switches to ASan. Any UBSan finding is fatal. SANITIZE_FILTER narrows the run.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+$(eval $(call MODE_RULES,build/asan,$(ASAN_FLAGS)))
+ASAN_OBJ := $(TEST_CU:%.cu=build/asan/simt/%.o) $(TEST_CPP:%.cpp=build/asan/simt/%.o) \
+            $(HOST_SRC:%.cu=build/asan/simt/%.o) $(SIMT_SRC:%.cpp=build/asan/simt/%.o) \
+            $(PLAIN_SRC:%.cpp=build/asan/cpu/%.o)
+build/asan/test_simt: $(ASAN_OBJ) | build/simt/vit_train
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT)
+SANITIZE_FILTER ?= *
+test-sanitize:
+	@$(MAKE) --no-print-directory -j$(NPROC) build/asan/test_simt
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ./build/asan/test_simt --gtest_filter='$(SANITIZE_FILTER)'
+
+# make test-race: the kernel tests and simt's own tests built with ThreadSanitizer into
+# build/race/, simt in race mode (-DSIMT_RACE): every CUDA thread a TSan fiber, barriers, warp
+# ops and kernel boundaries annotated as the CUDA memory model's happens-before edges, atomics
+# real atomics, blocks of a grid unordered. The scheduler itself is not instrumented (its
+# bookkeeping is shared by all fibers by design). One OpenMP/OpenBLAS thread: libgomp is not
+# built with TSan, so its barriers would look like races in the CPU reference.
+RACE_FLAGS := -fsanitize=thread -DSIMT_RACE
+$(eval $(call MODE_RULES,build/race,$(RACE_FLAGS)))
+build/race/simt/simt/scheduler.o: simt/scheduler.cpp | build/.headers-ok build/.test-headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -DSIMT_RACE -isystem $(CUDA_HOME)/include -c $< -o $@
+RACE_TESTS := main test_simt test_adam test_attention test_dropout test_gelu test_input test_layernorm \
+              test_loss test_matmul test_patch_embed
+RACE_OBJ   := $(RACE_TESTS:%=build/race/simt/tests/%.o) build/race/simt/host/cuda_common.o \
+              $(SIMT_SRC:%.cpp=build/race/simt/%.o) \
+              $(patsubst %.cpp,build/race/cpu/%.o,$(filter-out bench/%,$(PLAIN_SRC)))
+build/race/test_race: $(RACE_OBJ)
+	$(CXX) $(CXXFLAGS) -fsanitize=thread $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT)
+# The attention tests at the basic, vit-b16 and T257 shapes take minutes each under TSan (every
+# CUDA thread is a TSan fiber); the same kernels run here at T17 (hd16, hd32, with dropout).
+RACE_FILTER ?= -Shapes/AttentionTest.*/basic_*:Shapes/AttentionTest.*/vitb16_*:Shapes/AttentionTest.*/T257_*:Shapes/AttentionTest.*/peaked_*
+test-race:
+	@$(MAKE) --no-print-directory -j$(NPROC) build/race/test_race
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=0 \
+	  ./build/race/test_race --gtest_filter='$(RACE_FILTER)'
+
 # --- the rest -------------------------------------------------------------------------------------
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  g++ make curl ca-certificates libgtest-dev libboost-context-dev libstb-dev \
+	  g++ libgcc-12-dev make curl ca-certificates libgtest-dev libboost-context-dev libstb-dev \
 	  nlohmann-json3-dev libopenblas-dev gnuplot-nox
 
 data:

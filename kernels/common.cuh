@@ -11,6 +11,7 @@
 // __syncthreads, __shfl_xor_sync, atomicAdd, __half, ...) is spelled as in CUDA.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -50,19 +51,20 @@ inline void cublas_check(cublasStatus_t st, const char* call, const char* file, 
 }
 
 // Kernel launches made through LAUNCH since the program started (vit_bench reports launches per
-// training step).
-inline uint64_t& launch_counter() {
-  static uint64_t n = 0;
+// training step). Atomic: host threads may launch concurrently (make test-race found the plain
+// counter racing in SimtLaunch.ConcurrentHostThreads).
+inline std::atomic<uint64_t>& launch_counter() {
+  static std::atomic<uint64_t> n{0};
   return n;
 }
-inline uint64_t launch_count() { return launch_counter(); }
+inline uint64_t launch_count() { return launch_counter().load(std::memory_order_relaxed); }
 
 #if defined(__CUDACC__)
 template <typename... KArgs, typename... Args>
 inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
                           dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
                           Args&&... args) {
-  ++launch_counter();
+  launch_counter().fetch_add(1, std::memory_order_relaxed);
   kernel<<<grid, block, smem_bytes, stream>>>(std::forward<Args>(args)...);
   cuda_check(cudaGetLastError(), name, file, line);
 }
@@ -73,7 +75,7 @@ template <typename... KArgs, typename... Args>
 inline void launch_kernel(const char* name, const char* file, int line, void (*kernel)(KArgs...),
                           dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream,
                           Args&&... args) {
-  ++launch_counter();
+  launch_counter().fetch_add(1, std::memory_order_relaxed);
   simt::launch_kernel(name, file, line, kernel, grid, block, smem_bytes, stream,
                       std::forward<Args>(args)...);
   cuda_check(cudaGetLastError(), name, file, line);

@@ -164,7 +164,7 @@ enum class WarpOp : uint8_t {
 // shuffled variable, or the predicate); arg: srcLane / delta / laneMask; width: shuffle width.
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const char* file,
                  int line);
-unsigned active_mask();
+unsigned active_mask(const char* file, int line);
 
 // What a shuffle may carry: trivially copyable values of up to 8 bytes, and the paired half
 // types, which CUDA documents __shfl*_sync overloads for but whose host-side definitions in
@@ -402,7 +402,11 @@ SIMT_WARP_REDUCE(__reduce_xor_sync, ReduceXor, unsigned)
 #undef SIMT_WARP_REDUCE
 // The lanes of the caller's warp that have not exited. (simt has no notion of convergence, so
 // inside a divergent branch this is NOT the set of lanes taking that branch, as on a GPU.)
-inline unsigned __activemask() { return simt::detail::active_mask(); }
+// The lanes of the caller's warp at this same call (see docs/simt.md: simt defines "active" by
+// its schedule); exited and divergent lanes are not in it.
+inline unsigned __activemask(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return simt::detail::active_mask(file, line);
+}
 
 // Memory fences: fibers run one at a time on one host thread, so every write is visible.
 inline void __threadfence() {}
@@ -413,10 +417,43 @@ inline long long clock64() { return (long long)std::chrono::steady_clock::now().
 [[noreturn]] inline void __trap() { simt::fail("__trap() called in a kernel"); }
 
 // ---------------------------------------------------------------------------------------------
-// Atomics: plain read-modify-write (only one fiber runs at a time and switches happen only at
-// barriers and warp operations). The _block and _system scopes are the same thing here.
+// Atomics. The _block and _system scopes are the same thing here.
+#if defined(SIMT_RACE)
+// Race mode (ThreadSanitizer): real relaxed atomics, so that TSan sees atomic accesses. Atomics on
+// one word from many threads are no race; a plain access racing with them is, and a relaxed
+// atomic orders nothing else (as on a GPU without a fence). Types of 2, 4 or 8 bytes go through a
+// compare-and-swap loop on their bits; float2/float4 adds are atomic per element, as CUDA
+// documents for them.
+namespace simt {
+namespace detail {
+template <size_t N> struct AtomicBits;
+template <> struct AtomicBits<2> { using type = uint16_t; };
+template <> struct AtomicBits<4> { using type = uint32_t; };
+template <> struct AtomicBits<8> { using type = uint64_t; };
+template <class T, class F>
+inline T atomic_rmw(T* address, F f) {
+  using U = typename AtomicBits<sizeof(T)>::type;
+  U* a = reinterpret_cast<U*>(address);
+  U bits = __atomic_load_n(a, __ATOMIC_RELAXED);
+  for (;;) {
+    T old;
+    memcpy(static_cast<void*>(&old), &bits, sizeof old);
+    const T nv = f(old);
+    U nbits;
+    memcpy(&nbits, static_cast<const void*>(&nv), sizeof nbits);
+    if (__atomic_compare_exchange_n(a, &bits, nbits, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old;
+  }
+}
+}  // namespace detail
+}  // namespace simt
+#define SIMT_ATOMIC2(NAME, T, EXPR) \
+  inline T NAME(T* address, T val) { return simt::detail::atomic_rmw(address, [&](T old) { return (T)(EXPR); }); }
+#else
+// Plain read-modify-write: only one fiber runs at a time and switches happen only at barriers
+// and warp operations, so nothing interleaves inside one.
 #define SIMT_ATOMIC2(NAME, T, EXPR) \
   inline T NAME(T* address, T val) { T old = *address; *address = (EXPR); return old; }
+#endif
 SIMT_ATOMIC2(atomicAdd, int, old + val)
 SIMT_ATOMIC2(atomicAdd, unsigned int, old + val)
 SIMT_ATOMIC2(atomicAdd, unsigned long long int, old + val)
@@ -425,8 +462,17 @@ SIMT_ATOMIC2(atomicAdd, double, old + val)
 SIMT_ATOMIC2(atomicAdd, __half, __float2half(__half2float(old) + __half2float(val)))
 SIMT_ATOMIC2(atomicAdd, __nv_bfloat16, __float2bfloat16(__bfloat162float(old) + __bfloat162float(val)))
 SIMT_ATOMIC2(atomicAdd, __half2, __floats2half2_rn(__low2float(old) + __low2float(val), __high2float(old) + __high2float(val)))
+#if defined(SIMT_RACE)
+inline float2 atomicAdd(float2* a, float2 v) {
+  return make_float2(atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y));
+}
+inline float4 atomicAdd(float4* a, float4 v) {
+  return make_float4(atomicAdd(&a->x, v.x), atomicAdd(&a->y, v.y), atomicAdd(&a->z, v.z), atomicAdd(&a->w, v.w));
+}
+#else
 SIMT_ATOMIC2(atomicAdd, float2, make_float2(old.x + val.x, old.y + val.y))
 SIMT_ATOMIC2(atomicAdd, float4, make_float4(old.x + val.x, old.y + val.y, old.z + val.z, old.w + val.w))
+#endif
 SIMT_ATOMIC2(atomicSub, int, old - val)
 SIMT_ATOMIC2(atomicSub, unsigned int, old - val)
 SIMT_ATOMIC2(atomicExch, int, val)
@@ -454,12 +500,20 @@ SIMT_ATOMIC2(atomicXor, unsigned long long int, old ^ val)
 SIMT_ATOMIC2(atomicInc, unsigned int, old >= val ? 0u : old + 1u)
 SIMT_ATOMIC2(atomicDec, unsigned int, (old == 0u || old > val) ? val : old - 1u)
 #undef SIMT_ATOMIC2
+#if defined(SIMT_RACE)
+#define SIMT_ATOMIC_CAS(T)                                                                  \
+  inline T atomicCAS(T* address, T compare, T val) {                                        \
+    __atomic_compare_exchange_n(address, &compare, val, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
+    return compare;                                                                         \
+  }
+#else
 #define SIMT_ATOMIC_CAS(T)                                     \
   inline T atomicCAS(T* address, T compare, T val) {           \
     T old = *address;                                          \
     if (old == compare) *address = val;                        \
     return old;                                                \
   }
+#endif
 SIMT_ATOMIC_CAS(int)
 SIMT_ATOMIC_CAS(unsigned int)
 SIMT_ATOMIC_CAS(unsigned long long int)
