@@ -271,10 +271,14 @@ bool arrive(const Lane& L) {
 // After the __syncwarp: the operation is complete only if all 32 lanes arrived at it (not some
 // at a plain __syncwarp, which the warp-op check alone would accept).
 void completed(const Lane& L) {
+  // (Exited lanes, and lanes past a partial last warp, do not take part in a __syncwarp on sm_70+,
+  // so a warp with fewer than 32 live lanes also ends up here.)
   if (L.st->done[L.buf] != L.number)
     fail("%s at %s:%d in %s: lane %u met other lanes of its warp at a __syncwarp that is not this "
-         "WMMA operation. All 32 lanes of the warp must call it",
-         op_name(L.rec->op), L.rec->file, L.rec->line, where_warp(L.warp).c_str(), L.lane);
+         "WMMA operation: only %u of the warp's 32 lanes called it (the others exited, do not "
+         "exist in a partial last warp, or wait elsewhere). All 32 lanes of the warp must call it",
+         op_name(L.rec->op), L.rec->file, L.rec->line, where_warp(L.warp).c_str(), L.lane,
+         L.st->arrived[L.buf]);
 }
 
 // Offset in elements of tile element e in memory of the given layout.
