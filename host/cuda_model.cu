@@ -239,8 +239,9 @@ class CudaModel final : public Model {
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
     // The matmul launchers use FP32 compute and let the handle's math mode pick TF32.
-    CUBLAS_CHECK(cublasSetMathMode(cublas_,
-                                   o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, o.precision == Precision::Tf32
+                                                ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                : CUBLAS_DEFAULT_MATH));
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
     // padding between tensors then stays 0 through every Adam step); the parameters then get

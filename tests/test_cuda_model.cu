@@ -106,7 +106,7 @@ struct StepTol {
 //   metrics of the three training forwards; an eval forward; infer() on normalised input.
 void compare_training(const Config& c, ModelOptions o, const OptimConfig& opt, int B,
                       const StepTol& tol, bool check_clip_active) {
-  o.tf32 = false;
+  o.precision = vit::Precision::Fp32;
   std::unique_ptr<Model> gpu = make_cuda_model(c, o);
   std::unique_ptr<Model> cpu = make_cpu_model(c, o);
   const ParamLayout& L = cpu->layout();
@@ -262,7 +262,7 @@ ModelOptions options(int max_batch, Augment aug, float smoothing) {
   o.label_smoothing = smoothing;
   o.input.augment = aug;
   o.max_batch = max_batch;
-  o.tf32 = false;
+  o.precision = vit::Precision::Fp32;
   return o;
 }
 

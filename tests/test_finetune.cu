@@ -274,7 +274,7 @@ TEST(Finetune, PredictOnCudaGivesTheCpuProbabilities) {
     ASSERT_TRUE(stbi_write_png(images.back().c_str(), side, side, 3, px.data(), side * 3));
   }
   auto factory = [](const std::string& device, const vit::Config& cc, const vit::ModelOptions& o) {
-    EXPECT_FALSE(o.tf32) << "vit_predict runs the CUDA model in full FP32";
+    EXPECT_EQ(o.precision, vit::Precision::Fp32) << "vit_predict runs the CUDA model in full FP32";
     return device == "cuda" ? vit::make_cuda_model(cc, o) : vit::make_cpu_model(cc, o);
   };
   auto probs = [&](const std::string& device) {
