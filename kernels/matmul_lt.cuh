@@ -1,0 +1,147 @@
+// kernels/matmul_lt.cuh — nn.Linear in BF16 mixed precision (--precision bf16): cuBLASLt GEMMs
+// on BF16 operands with FP32 compute and FP32 outputs, and the FP32 -> BF16 conversion of
+// activations and gradients that feed them. The FP32 twins are kernels/matmul.cuh's.
+//
+//   forward:  y (N, out) FP32 = x16 (N, in; row stride ldx) W16^T + b      (=)
+//             x16, W16 (out, in) BF16; b (out) FP32 or nullptr, added by cuBLASLt's BIAS
+//             epilogue (in FP32, before D is stored; the bias must have D's type: FP32).
+//   backward: dx (N, in; row stride lddx) FP32 = dy16 W16                  (=, when dx)
+//             dw (out, in) FP32 += dy16^T x16                             (+=, C == D, beta 1)
+//             db (out) FP32 += column sums of dy (the FP32 gradient)      (+=, when db)
+//   to_bf16:  y16 (N, C; row stride ldy) = round-to-nearest-even(x (N, C; row stride ldx)).
+//
+// Same column-major mapping as kernels/matmul.cuh: the row-major y = x W^T is the column-major
+// D (out x N) = op_T(W as (in x out)) * x as (in x N); M = out, K = in.
+// Why FP32 outputs: the GEMM results feed FP32 consumers (residual adds, attention's FP32 math,
+// LayerNorm/GELU backward), so one rounding to BF16 would only lose bits; the BF16 savings are
+// in the operands, which every GEMM reads (and the backward reads again).
+// Which epilogues: BIAS in the forward (cuBLASLt adds exactly b[row] in FP32: our op). The
+// *_BGRAD epilogues WRITE the bias gradient and our parameter gradients accumulate (+=), so db
+// stays kernels/reduce.cuh's deterministic two-stage column sum (fixed chunks added in a fixed
+// order, no float atomics: the same bits every run, on every GPU and under simt) over the FP32
+// dy; GELU stays a handwritten kernel (cuBLASLt's GELU is the tanh form, vit-b16 needs erf, and
+// the backward needs the FP32 pre-activation that GELU_AUX would store in D's type).
+// algo = NULL: cuBLASLt's implicit heuristic with no workspace, so nothing to plan; a split-K
+// algorithm (which would need one) is then never picked.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <string>
+
+#include "common/error.h"
+#include "kernels/common.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/reduce.cuh"
+
+namespace vit {
+
+typedef __nv_bfloat16 bf16;
+
+// ---- FP32 -> BF16 conversion ------------------------------------------------------------------
+// A thread per 4 consecutive elements of a row: float4 loads and one 8-byte store when the row
+// width and both strides allow it, else element by element.
+struct alignas(8) bf16x4 {
+  bf16 v[4];
+};
+
+template <bool VEC>
+static __global__ void __launch_bounds__(256) to_bf16_kernel(const float* __restrict__ x, size_t ldx,
+                                                             bf16* __restrict__ y, size_t ldy,
+                                                             size_t N, size_t C) {
+  const size_t gpr = (C + 3) / 4;  // groups per row
+  const size_t groups = N * gpr;
+  for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
+       q += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = q / gpr, c = (q % gpr) * 4;
+    const float* xr = x + r * ldx;
+    bf16* yr = y + r * ldy;
+    if (VEC && c + 4 <= C) {
+      const float4 v = *reinterpret_cast<const float4*>(xr + c);
+      bf16x4 o;
+      o.v[0] = __float2bfloat16(v.x);
+      o.v[1] = __float2bfloat16(v.y);
+      o.v[2] = __float2bfloat16(v.z);
+      o.v[3] = __float2bfloat16(v.w);
+      *reinterpret_cast<bf16x4*>(yr + c) = o;
+    } else {
+      for (size_t j = c; j < c + 4 && j < C; ++j) yr[j] = __float2bfloat16(xr[j]);
+    }
+  }
+}
+
+// y16 (N, C; row stride ldy) = bf16(x (N, C; row stride ldx)), round to nearest even.
+inline void to_bf16(cudaStream_t st, const float* x, size_t ldx, bf16* y, size_t ldy, size_t N,
+                    size_t C) {
+  if (N == 0 || C == 0) return;
+  if (ldx < C || ldy < C) throw Error("to_bf16: row stride smaller than the row");
+  const bool vec = ldx % 4 == 0 && ldy % 4 == 0 && aligned16(x) && ((uintptr_t)y & 7u) == 0;
+  const unsigned grid = grid_stride_blocks(N * ((C + 3) / 4), 256);
+  if (vec) LAUNCH(to_bf16_kernel<true>, grid, 256, 0, st, x, ldx, y, ldy, N, C);
+  else LAUNCH(to_bf16_kernel<false>, grid, 256, 0, st, x, ldx, y, ldy, N, C);
+}
+// Contiguous n elements.
+inline void to_bf16(cudaStream_t st, const float* x, bf16* y, size_t n) {
+  to_bf16(st, x, n, y, n, n ? 1 : 0, n);
+}
+
+// ---- cuBLASLt GEMMs ---------------------------------------------------------------------------
+
+// D (m x n, ld ldd) FP32 = alpha op(A) op(B) + beta D (C == D), A/B BF16 column-major,
+// FP32 compute; bias (m) FP32 through the BIAS epilogue when given.
+inline void lt_gemm_bf16(cublasLtHandle_t lt, cudaStream_t st, bool transa, bool transb, int m,
+                         int n, int k, const bf16* A, int lda, const bf16* B, int ldb, float* D,
+                         int ldd, float beta, const float* bias) {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (bias) {
+    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                sizeof bias));
+  }
+  // Layouts as stored: op(A) is m x k, so A is (transa ? k x m : m x k).
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, transa ? k : m, transa ? m : k, lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, transb ? n : k, transb ? k : n, ldb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, ldd));
+  const float alpha = 1.0f;
+  CUBLAS_CHECK(cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, nullptr,
+                              nullptr, 0, st));
+  cublasLtMatrixLayoutDestroy(ld);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatmulDescDestroy(desc);
+}
+
+// y (N, out) FP32 = x16 (N, in; row stride ldx) w16^T + b. y must not alias x16.
+inline void matmul_forward_bf16(cublasLtHandle_t lt, cudaStream_t st, const bf16* x, int ldx,
+                                const bf16* w, const float* b, float* y, int N, int in, int out) {
+  matmul_check_shapes("matmul_forward_bf16", N, in, out, ldx);
+  if (N == 0) return;
+  // D = y^T (out x N, ld out) = op_T(W as (in x out), ld in) * x^T (in x N, ld ldx).
+  lt_gemm_bf16(lt, st, true, false, out, N, in, w, in, x, ldx, y, out, 0.0f, b);
+}
+
+// dx (N, in; row stride lddx) = dy16 w16 (when dx), dw (out, in) += dy16^T x16,
+// db (out) += sum_rows dy (when db; dy is the FP32 gradient dy16 was rounded from).
+// scratch: matmul_scratch_floats(N, out) floats (only used for db).
+inline void matmul_backward_bf16(cublasLtHandle_t lt, cudaStream_t st, const bf16* dy16,
+                                 const float* dy, const bf16* x, int ldx, const bf16* w,
+                                 float* dx, int lddx, float* dw, float* db, float* scratch, int N,
+                                 int in, int out) {
+  matmul_check_shapes("matmul_backward_bf16", N, in, out, ldx);
+  if (dx && lddx < in) throw Error("matmul_backward_bf16: dx row stride smaller than in");
+  if (N == 0) return;
+  // dx^T (in x N, ld lddx) = W as stored (in x out, ld in) * dy^T (out x N, ld out).
+  if (dx) lt_gemm_bf16(lt, st, false, false, in, N, out, w, in, dy16, out, dx, lddx, 0.0f, nullptr);
+  // dw^T (in x out, ld in) += x^T (in x N, ld ldx) * op_T(dy^T (out x N, ld out)).
+  lt_gemm_bf16(lt, st, false, true, in, out, N, x, ldx, dy16, out, dw, in, 1.0f, nullptr);
+  if (db) column_sum_accumulate(st, dy, N, out, out, db, scratch);
+}
+
+}  // namespace vit
