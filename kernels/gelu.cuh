@@ -2,7 +2,9 @@
 //
 //   tanh: gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (tintn ViT, GELU(approximate='tanh'))
 //   erf:  gelu(x) = 0.5 x (1 + erf(x / sqrt(2)))                      (torchvision, exact GELU)
-//   forward:  y = gelu(x)                         (=, in place allowed)
+//   forward:  y = gelu(x)                         (=, in place allowed; y FP32, or BF16 under
+//                                                 --precision bf16: the GELU output only feeds
+//                                                 the FC2 GEMM. x stays FP32 for the backward)
 //   backward: dx = dy * gelu'(pre_act)            (=, dx may alias dy)
 //
 // The device functions gelu_fwd / gelu_grad are also the epilogue of kernels/matmul.cuh (bias +
@@ -14,6 +16,7 @@
 
 #include "common/config.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
@@ -38,8 +41,8 @@ static __device__ __forceinline__ float gelu_grad(float x, Gelu g) {
          x * 0.3989422804014327f * expf(-0.5f * x * x);
 }
 
-template <bool VEC>
-static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* x, floatX* y, size_t n, Gelu g) {
+template <bool VEC, class YT>
+static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* x, YT* y, size_t n, Gelu g) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
        q += (size_t)gridDim.x * blockDim.x) {
@@ -50,9 +53,9 @@ static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* 
       v.y = gelu_fwd(v.y, g);
       v.z = gelu_fwd(v.z, g);
       v.w = gelu_fwd(v.w, g);
-      *reinterpret_cast<float4*>(y + i) = v;
+      store4(y + i, v);
     } else {
-      for (size_t j = i; j < i + 4 && j < n; ++j) y[j] = gelu_fwd((float)x[j], g);
+      for (size_t j = i; j < i + 4 && j < n; ++j) store1(y + j, gelu_fwd((float)x[j], g));
     }
   }
 }
@@ -79,13 +82,20 @@ static __global__ void __launch_bounds__(256) gelu_backward_kernel(const floatX*
   }
 }
 
-// y (n) = gelu(x) (=). In place (y == x) is fine.
-inline void gelu_forward(cudaStream_t st, const float* x, float* y, size_t n, Gelu g) {
+// y (n) = gelu(x) (=). In place (y == x) is fine. y: float, or bf16 (--precision bf16).
+template <class YT>
+inline void gelu_forward_t(cudaStream_t st, const float* x, YT* y, size_t n, Gelu g) {
   if (n == 0) return;
-  if (aligned16(x) && aligned16(y))
-    LAUNCH(gelu_forward_kernel<true>, elementwise_grid(n, 256), 256, 0, st, x, y, n, g);
+  if (aligned16(x) && aligned_store4(y))
+    LAUNCH((gelu_forward_kernel<true, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g);
   else
-    LAUNCH(gelu_forward_kernel<false>, elementwise_grid(n, 256), 256, 0, st, x, y, n, g);
+    LAUNCH((gelu_forward_kernel<false, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g);
+}
+inline void gelu_forward(cudaStream_t st, const float* x, float* y, size_t n, Gelu g) {
+  gelu_forward_t(st, x, y, n, g);
+}
+inline void gelu_forward(cudaStream_t st, const float* x, bf16* y, size_t n, Gelu g) {
+  gelu_forward_t(st, x, y, n, g);
 }
 
 // dx (n) = dy * gelu'(pre_act) (=). dx may alias dy.

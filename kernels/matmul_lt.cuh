@@ -1,6 +1,6 @@
 // kernels/matmul_lt.cuh — nn.Linear in BF16 mixed precision (--precision bf16): cuBLASLt GEMMs
-// on BF16 operands with FP32 compute and FP32 outputs, and the FP32 -> BF16 conversion of
-// activations and gradients that feed them. The FP32 twins are kernels/matmul.cuh's.
+// on BF16 operands with FP32 compute and FP32 outputs (the FP32 -> BF16 conversion of what
+// feeds them is kernels/precision.cuh's). The FP32 twins are kernels/matmul.cuh's.
 //
 //   forward:  y (N, out) FP32 = x16 (N, in; row stride ldx) W16^T + b      (=)
 //             x16, W16 (out, in) BF16; b (out) FP32 or nullptr, added by cuBLASLt's BIAS
@@ -8,7 +8,6 @@
 //   backward: dx (N, in; row stride lddx) FP32 = dy16 W16                  (=, when dx)
 //             dw (out, in) FP32 += dy16^T x16                             (+=, C == D, beta 1)
 //             db (out) FP32 += column sums of dy (the FP32 gradient)      (+=, when db)
-//   to_bf16:  y16 (N, C; row stride ldy) = round-to-nearest-even(x (N, C; row stride ldx)).
 //
 // Same column-major mapping as kernels/matmul.cuh: the row-major y = x W^T is the column-major
 // D (out x N) = op_T(W as (in x out)) * x as (in x N); M = out, K = in.
@@ -32,58 +31,10 @@
 #include "common/error.h"
 #include "kernels/common.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
-
-typedef __nv_bfloat16 bf16;
-
-// ---- FP32 -> BF16 conversion ------------------------------------------------------------------
-// A thread per 4 consecutive elements of a row: float4 loads and one 8-byte store when the row
-// width and both strides allow it, else element by element.
-struct alignas(8) bf16x4 {
-  bf16 v[4];
-};
-
-template <bool VEC>
-static __global__ void __launch_bounds__(256) to_bf16_kernel(const float* __restrict__ x, size_t ldx,
-                                                             bf16* __restrict__ y, size_t ldy,
-                                                             size_t N, size_t C) {
-  const size_t gpr = (C + 3) / 4;  // groups per row
-  const size_t groups = N * gpr;
-  for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
-       q += (size_t)gridDim.x * blockDim.x) {
-    const size_t r = q / gpr, c = (q % gpr) * 4;
-    const float* xr = x + r * ldx;
-    bf16* yr = y + r * ldy;
-    if (VEC && c + 4 <= C) {
-      const float4 v = *reinterpret_cast<const float4*>(xr + c);
-      bf16x4 o;
-      o.v[0] = __float2bfloat16(v.x);
-      o.v[1] = __float2bfloat16(v.y);
-      o.v[2] = __float2bfloat16(v.z);
-      o.v[3] = __float2bfloat16(v.w);
-      *reinterpret_cast<bf16x4*>(yr + c) = o;
-    } else {
-      for (size_t j = c; j < c + 4 && j < C; ++j) yr[j] = __float2bfloat16(xr[j]);
-    }
-  }
-}
-
-// y16 (N, C; row stride ldy) = bf16(x (N, C; row stride ldx)), round to nearest even.
-inline void to_bf16(cudaStream_t st, const float* x, size_t ldx, bf16* y, size_t ldy, size_t N,
-                    size_t C) {
-  if (N == 0 || C == 0) return;
-  if (ldx < C || ldy < C) throw Error("to_bf16: row stride smaller than the row");
-  const bool vec = ldx % 4 == 0 && ldy % 4 == 0 && aligned16(x) && ((uintptr_t)y & 7u) == 0;
-  const unsigned grid = grid_stride_blocks(N * ((C + 3) / 4), 256);
-  if (vec) LAUNCH(to_bf16_kernel<true>, grid, 256, 0, st, x, ldx, y, ldy, N, C);
-  else LAUNCH(to_bf16_kernel<false>, grid, 256, 0, st, x, ldx, y, ldy, N, C);
-}
-// Contiguous n elements.
-inline void to_bf16(cudaStream_t st, const float* x, bf16* y, size_t n) {
-  to_bf16(st, x, n, y, n, n ? 1 : 0, n);
-}
 
 // ---- cuBLASLt GEMMs ---------------------------------------------------------------------------
 
