@@ -334,7 +334,7 @@ static std::string resolve_precision(const TrainOptions& o, bool typed) {
     cudaGetLastError();  // no GPU: make_model reports it
     return "tf32";
   }
-  return major >= 8 ? "tf32"  /* bf16 once the CUDA model has it */ : "tf32";
+  return major >= 8 ? "bf16" : "tf32";
 }
 
 namespace {
