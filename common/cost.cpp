@@ -42,6 +42,13 @@ StepCost step_cost(const Config& c, int batch) {
   // backward; parameters read in the forward and the backward and gradients written (3 passes);
   // Adam reads p, g, m, v and writes p, m, v (7 passes); the uint8 input.
   s.min_bytes = 2 * s.activation_bytes + 4.0 * 10 * s.params + B * c.channels * 32 * 32;
+  // BF16: 2 bytes per activation except the FP32 statistics (per layer 4*T LayerNorm mean/rstd
+  // and NH*T attention log-sum-exp, 2*T for the final LN); parameters: BF16 weights read in the forward and the backward (2 x 2 bytes), FP32
+  // gradients written (4), Adam reads p, g, m, v (16) and writes p, m, v (12) and the BF16
+  // copy (2): 38 bytes per parameter instead of 40.
+  const double stats = L * (4 * T + NH * T) + (c.final_ln ? 2 * T : 0);
+  s.activation_bytes_bf16 = B * (2 * (per_image - stats) + 4 * stats);
+  s.min_bytes_bf16 = 2 * s.activation_bytes_bf16 + 38.0 * s.params + B * c.channels * 32 * 32;
   return s;
 }
 
@@ -58,6 +65,10 @@ const std::vector<GpuSpec>& named_gpus() {
 
 double roofline_seconds(const StepCost& s, const GpuSpec& g) {
   return std::max(s.train.total() / g.tf32_flops, s.min_bytes / g.bandwidth);
+}
+
+double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g) {
+  return std::max(s.train.total() / (2 * g.tf32_flops), s.min_bytes_bf16 / g.bandwidth);
 }
 
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,
@@ -88,6 +99,14 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
   double steps = (double)images_per_epoch / batch;
   for (const GpuSpec& g : named_gpus()) {
     double t = roofline_seconds(s, g);
+    add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
+        50 * t * steps);
+  }
+  add("  bf16 (--precision bf16): activations %.1f MiB, min DRAM traffic/step %.1f MiB\n",
+      s.activation_bytes_bf16 / 1048576.0, s.min_bytes_bf16 / 1048576.0);
+  add("  roofline floor (BF16 GEMMs, 2x the TF32 peak), per step / per epoch / 50 epochs:\n");
+  for (const GpuSpec& g : named_gpus()) {
+    double t = roofline_seconds_bf16(s, g);
     add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
         50 * t * steps);
   }

@@ -23,6 +23,10 @@ struct StepCost {
   double activation_bytes = 0;    // activations kept for the backward, FP32, whole batch
   double param_state_bytes = 0;   // parameters + gradients + Adam m and v, FP32
   double min_bytes = 0;           // lower bound on DRAM traffic of one step (see cost.cpp)
+  // --precision bf16: the same with every activation in BF16 (LayerNorm statistics and the
+  // attention log-sum-exp stay FP32) and the forward/backward reading the BF16 weight copy.
+  double activation_bytes_bf16 = 0;
+  double min_bytes_bf16 = 0;
 };
 
 StepCost step_cost(const Config& c, int batch);
@@ -37,6 +41,10 @@ const std::vector<GpuSpec>& named_gpus();  // A100, H100, RTX 4090, RTX 3060
 
 // Roofline floor of one step: max(FLOPs / TF32 peak, min_bytes / bandwidth), in seconds.
 double roofline_seconds(const StepCost& s, const GpuSpec& g);
+// The same for --precision bf16: max(FLOPs / BF16 peak, min_bytes_bf16 / bandwidth). The dense
+// BF16 tensor-core peak with FP32 accumulation is 2x the TF32 one on every GPU named here
+// (A100 312, H100 SXM 989, RTX 4090 165, RTX 3060 25.4 TFLOP/s).
+double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g);
 
 // The report `vit_bench --cost` prints.
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,

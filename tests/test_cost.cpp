@@ -52,3 +52,24 @@ TEST(CostModel, ReportNamesEveryGpu) {
   for (const auto& g : named_gpus()) EXPECT_NE(r.find(g.name), std::string::npos) << g.name;
   EXPECT_NE(r.find("parameters"), std::string::npos);
 }
+
+TEST(CostModel, Bf16RowsHalveTheActivationsButNotTheStatistics) {
+  // tiny: T 17, C 64, M 128, 2 layers, 2 heads, no final LN, patch 8 (N 16, P 192), 10 classes.
+  const Config c = preset("tiny");
+  const double T = c.tokens(), C = c.hidden, M = c.mlp, L = c.layers, NH = c.heads;
+  const double N = c.patches(), P = c.patch_dim(), K = c.classes;
+  const double stats = L * (4 * T + NH * T);  // LN mean/rstd, attention LSE: FP32
+  const double per_image = N * P + T * C + L * (8 * T * C + 2 * T * M + 4 * T + NH * T) + 2 * K;
+  const StepCost s = step_cost(c, 8);
+  EXPECT_DOUBLE_EQ(s.activation_bytes, 4 * 8 * per_image);
+  EXPECT_DOUBLE_EQ(s.activation_bytes_bf16, 8 * (2 * (per_image - stats) + 4 * stats));
+  EXPECT_DOUBLE_EQ(s.min_bytes - s.min_bytes_bf16,
+                   2 * (s.activation_bytes - s.activation_bytes_bf16) + 2.0 * s.params);
+  // Roofline: compute at twice the TF32 peak, memory at the BF16 traffic.
+  GpuSpec compute_bound{"x", 1e12, 1e12, 1e18};
+  GpuSpec memory_bound{"y", 1e18, 1e18, 1e9};
+  EXPECT_DOUBLE_EQ(roofline_seconds_bf16(s, compute_bound), s.train.total() / 2e12);
+  EXPECT_DOUBLE_EQ(roofline_seconds_bf16(s, memory_bound), s.min_bytes_bf16 / 1e9);
+  const std::string r = cost_report(c, "tiny", 8, 320);
+  EXPECT_NE(r.find("roofline floor (BF16 GEMMs"), std::string::npos) << r;
+}
