@@ -23,12 +23,12 @@
 // --precision bf16 (Dims::bf16; docs/cuda_model.md "BF16 mode"): parameters, gradients and Adam
 // moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
 // (written by set_params and by the fused AdamW step). The LayerNorm outputs and the GELU output
-// (ln1, ln2, lnf, fc1_act: read only by GEMMs, forward and backward) are stored in BF16 instead
-// of FP32; the attention output, the proj/FC2 operands' gradients and the head input are
+// (ln1, ln2, lnf, fc1_act: read only by GEMMs, forward and backward) and the FC1 pre-activation
+// (read by the GELU backward) are stored in BF16 instead of FP32; the attention output, the proj/FC2 operands' gradients and the head input are
 // converted to BF16 into act16/grad16 just before their GEMM. GEMMs run in cuBLASLt
 // (kernels/matmul_lt.cuh) with FP32 accumulation and FP32 outputs; everything else (residual
-// stream, attention, LayerNorm statistics, softmax/LSE, loss, every reduction and gradient) is
-// FP32, as in fp32 mode. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS
+// stream, qkv, attention, LayerNorm statistics, softmax/LSE, loss, every reduction and
+// gradient) is FP32, as in fp32 mode. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS
 // with TF32.
 #include "host/cuda_model.h"
 
@@ -130,7 +130,8 @@ struct Activations {
   bf16* ln2h;         // (L, B, T, C)   (bf16)
   float* ln2_mean;    // (L, B*T)
   float* ln2_rstd;    // (L, B*T)
-  float* fc1_pre;     // (L, B, T, M) FC1 output before GELU
+  float* fc1_pre;     // (L, B, T, M) FC1 output before GELU (FP32 modes)
+  bf16* fc1_preh;     // (L, B, T, M) the same rounded to BF16, read by the GELU backward (bf16)
   float* fc1_act;     // (L, B, T, M) GELU output = FC2 input (FP32 modes)
   bf16* fc1_acth;     // (L, B, T, M) the same in BF16 (bf16)
   float* lnf;         // (B, T, C) final LN output (config.final_ln only; FP32 modes)
@@ -200,7 +201,7 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   act("ln2", &a.ln2, &a.ln2h, L * d.BTC());
   f("ln2_mean", (void**)&a.ln2_mean, L * d.BT() * F4);
   f("ln2_rstd", (void**)&a.ln2_rstd, L * d.BT() * F4);
-  f("fc1_pre", (void**)&a.fc1_pre, L * d.BTM() * F4);
+  act("fc1_pre", &a.fc1_pre, &a.fc1_preh, L * d.BTM());
   act("fc1_act", &a.fc1_act, &a.fc1_acth, L * d.BTM());
   if (c.final_ln) {
     act("lnf", &a.lnf, &a.lnfh, d.BTC());
@@ -457,7 +458,8 @@ class CudaModel final : public Model {
       // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
       linear_backward(through_dropout(layer_site(l, 2)), {A.fc1_act, A.fc1_acth, d.M}, b.fc2_w,
                       a.dact, d.M, g + b.fc2_w, g + b.fc2_b, NT, d.M, d.C);
-      gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
+      if (d.bf16) gelu_backward(stream_, a.dact, A.fc1_preh, a.dpre, d.BTM(), cfg_.gelu);
+      else gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
       linear_backward(a.dpre, {A.ln2, A.ln2h, d.C}, b.fc1_w, a.dln, d.C, g + b.fc1_w, g + b.fc1_b,
                       NT, d.C, d.M);
       layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
@@ -588,9 +590,11 @@ class CudaModel final : public Model {
       dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
                                step);
       ln_forward(A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2h, A.ln2_mean, A.ln2_rstd, NT);
-      if (d.bf16) {  // FC1 + bias in cuBLASLt, then GELU from the FP32 pre-activation to BF16
-        linear_forward({nullptr, A.ln2h, d.C}, b.fc1_w, w + b.fc1_b, A.fc1_pre, NT, d.C, d.M);
-        gelu_forward(stream_, A.fc1_pre, A.fc1_acth, d.BTM(), cfg_.gelu);
+      if (d.bf16) {
+        // FC1 + bias in cuBLASLt into dpre (FP32 (B,T,M), free until the backward), then one
+        // pass: GELU of the FP32 pre-activation to BF16, and the pre-activation saved in BF16.
+        linear_forward({nullptr, A.ln2h, d.C}, b.fc1_w, w + b.fc1_b, a.dpre, NT, d.C, d.M);
+        gelu_forward(stream_, a.dpre, A.fc1_acth, d.BTM(), cfg_.gelu, A.fc1_preh);
       } else {
         matmul_forward(cublas_, stream_, A.ln2, d.C, w + b.fc1_w, w + b.fc1_b, A.fc1_act, NT, d.C,
                        d.M, A.fc1_pre, cfg_.gelu);
@@ -666,7 +670,7 @@ class CudaModel final : public Model {
   struct Layer {
     float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
         *fc1_pre, *fc1_act;
-    bf16 *ln1h, *ln2h, *fc1_acth;  // bf16 mode's stores of ln1, ln2, fc1_act (else nullptr)
+    bf16 *ln1h, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
   };
   void make_layer_views() {
     const Activations& a = act_;
@@ -678,9 +682,9 @@ class CudaModel final : public Model {
       layer_.push_back(Layer{a.res + L * btc, at(a.ln1, L * btc), a.ln1_mean + L * bt,
                              a.ln1_rstd + L * bt, a.qkv + L * 3 * btc, a.att + L * btc,
                              a.lse + L * bt * dims_.NH, a.mid + L * btc, at(a.ln2, L * btc),
-                             a.ln2_mean + L * bt, a.ln2_rstd + L * bt, a.fc1_pre + L * btm,
+                             a.ln2_mean + L * bt, a.ln2_rstd + L * bt, at(a.fc1_pre, L * btm),
                              at(a.fc1_act, L * btm), at(a.ln1h, L * btc), at(a.ln2h, L * btc),
-                             at(a.fc1_acth, L * btm)});
+                             at(a.fc1_preh, L * btm), at(a.fc1_acth, L * btm)});
     }
   }
 

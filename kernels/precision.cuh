@@ -3,8 +3,8 @@
 // operands of the GEMMs: the weight copy and the activations that feed a GEMM).
 //
 //   to_bf16:  y16 (N, C; row stride ldy) = round-to-nearest-even(x (N, C; row stride ldx)).
-//   store4:   4 consecutive floats to a float or a bf16 row (one 16- or 8-byte store), so a
-//             kernel templated on its output type keeps one body.
+//   store4 / load4: 4 consecutive floats to / from a float or a bf16 row (one 16- or 8-byte
+//             access), so a kernel templated on its storage type keeps one body.
 // Rounding is __float2bfloat16 (round to nearest, ties to even; NaN stays NaN, overflow goes to
 // Inf): one rounding from FP32, on the GPU, under simt and in the tests' references alike.
 #pragma once
@@ -34,10 +34,18 @@ static __device__ __forceinline__ void store4(bf16* p, float4 v) {
   o.v[3] = __float2bfloat16(v.w);
   *reinterpret_cast<bf16x4*>(p) = o;
 }
+static __device__ __forceinline__ float4 load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+static __device__ __forceinline__ float4 load4(const bf16* p) {
+  const bf16x4 v = *reinterpret_cast<const bf16x4*>(p);
+  return make_float4(__bfloat162float(v.v[0]), __bfloat162float(v.v[1]),
+                     __bfloat162float(v.v[2]), __bfloat162float(v.v[3]));
+}
 static __device__ __forceinline__ void store1(float* p, float v) { *p = v; }
 static __device__ __forceinline__ void store1(bf16* p, float v) { *p = __float2bfloat16(v); }
 
-// Alignment a VEC (store4) path needs on an output row: 16 bytes for float, 8 for bf16.
+// Alignment a VEC (store4 / load4) path needs on a row: 16 bytes for float, 8 for bf16.
 inline bool aligned_store4(const float* p) { return aligned16(p); }
 inline bool aligned_store4(const bf16* p) { return ((uintptr_t)p & 7u) == 0; }
 
