@@ -24,10 +24,11 @@
 // moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
 // (written by set_params and by the fused AdamW step). The LayerNorm outputs and the GELU output
 // (ln1, ln2, lnf, fc1_act: read only by GEMMs, forward and backward) and the FC1 pre-activation
-// (read by the GELU backward) are stored in BF16 instead of FP32; the attention output, the proj/FC2 operands' gradients and the head input are
+// (read by the GELU backward) and qkv (read by the attention kernels, which convert on load) are
+// stored in BF16 instead of FP32; the attention output, the proj/FC2 operands' gradients and the head input are
 // converted to BF16 into act16/grad16 just before their GEMM. GEMMs run in cuBLASLt
 // (kernels/matmul_lt.cuh) with FP32 accumulation and FP32 outputs; everything else (residual
-// stream, qkv, attention, LayerNorm statistics, softmax/LSE, loss, every reduction and
+// stream, the attention math and output, LayerNorm statistics, softmax/LSE, loss, every reduction and
 // gradient) is FP32, as in fp32 mode. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS
 // with TF32.
 #include "host/cuda_model.h"
@@ -122,7 +123,8 @@ struct Activations {
   bf16* ln1h;         // (L, B, T, C) the same in BF16 (Dims::bf16; else nullptr)
   float* ln1_mean;    // (L, B*T)
   float* ln1_rstd;    // (L, B*T)
-  float* qkv;         // (L, B, T, 3C) packed q|k|v
+  float* qkv;         // (L, B, T, 3C) packed q|k|v (FP32 modes)
+  bf16* qkvh;         // (L, B, T, 3C) the same in BF16, read by the attention kernels (bf16)
   float* att;         // (L, B, T, C) attention output (heads concatenated), before proj
   float* lse;         // (L, B, NH, T) attention row log-sum-exp
   float* mid;         // (L, B, T, C) residual stream after the attention branch
@@ -194,7 +196,7 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   act("ln1", &a.ln1, &a.ln1h, L * d.BTC());
   f("ln1_mean", (void**)&a.ln1_mean, L * d.BT() * F4);
   f("ln1_rstd", (void**)&a.ln1_rstd, L * d.BT() * F4);
-  f("qkv", (void**)&a.qkv, L * 3 * d.BTC() * F4);
+  act("qkv", &a.qkv, &a.qkvh, L * 3 * d.BTC());
   f("att", (void**)&a.att, L * d.BTC() * F4);
   f("lse", (void**)&a.lse, L * d.BT() * d.NH * F4);
   f("mid", (void**)&a.mid, L * d.BTC() * F4);
@@ -467,8 +469,12 @@ class CudaModel final : public Model {
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
       linear_backward(through_dropout(layer_site(l, 1)), {A.att, nullptr, d.C}, b.proj_w, a.datt,
                       d.C, g + b.proj_w, g + b.proj_b, NT, d.C, d.C);
-      attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C,
-                         d.NH, p_attn, seed, layer_site(l, 0), step);
+      if (d.bf16)
+        attention_backward(stream_, a.datt, A.qkvh, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
+                           d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
+      else
+        attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
+                           d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
       linear_backward(a.dqkv, {A.ln1, A.ln1h, d.C}, b.qkv_w, a.dln, d.C, g + b.qkv_w,
                       cfg_.qkv_bias ? g + b.qkv_b : nullptr, NT, d.C, 3 * d.C);
       layernorm_backward(stream_, a.dln, A.res, w + b.ln1_w, A.ln1_mean, A.ln1_rstd, a.dres,
@@ -582,10 +588,19 @@ class CudaModel final : public Model {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
       ln_forward(A.res, w + b.ln1_w, w + b.ln1_b, A.ln1, A.ln1h, A.ln1_mean, A.ln1_rstd, NT);
-      linear_forward({A.ln1, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr, A.qkv,
-                     NT, d.C, 3 * d.C);
-      attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
-                        layer_site(l, 0), step);
+      if (d.bf16) {
+        // QKV in FP32 into dqkv (free until the backward), saved as BF16 for the attention.
+        linear_forward({nullptr, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
+                       a.dqkv, NT, d.C, 3 * d.C);
+        to_bf16(stream_, a.dqkv, A.qkvh, 3 * n);
+        attention_forward(stream_, A.qkvh, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                          layer_site(l, 0), step);
+      } else {
+        linear_forward({A.ln1, nullptr, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
+                       A.qkv, NT, d.C, 3 * d.C);
+        attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                          layer_site(l, 0), step);
+      }
       linear_forward({A.att, nullptr, d.C}, b.proj_w, w + b.proj_b, a.tmp, NT, d.C, d.C);
       dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
                                step);
@@ -670,7 +685,7 @@ class CudaModel final : public Model {
   struct Layer {
     float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
         *fc1_pre, *fc1_act;
-    bf16 *ln1h, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
+    bf16 *ln1h, *qkvh, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
   };
   void make_layer_views() {
     const Activations& a = act_;
@@ -680,10 +695,11 @@ class CudaModel final : public Model {
     for (int l = 0; l < dims_.L; ++l) {
       const size_t L = (size_t)l;
       layer_.push_back(Layer{a.res + L * btc, at(a.ln1, L * btc), a.ln1_mean + L * bt,
-                             a.ln1_rstd + L * bt, a.qkv + L * 3 * btc, a.att + L * btc,
+                             a.ln1_rstd + L * bt, at(a.qkv, L * 3 * btc), a.att + L * btc,
                              a.lse + L * bt * dims_.NH, a.mid + L * btc, at(a.ln2, L * btc),
                              a.ln2_mean + L * bt, a.ln2_rstd + L * bt, at(a.fc1_pre, L * btm),
-                             at(a.fc1_act, L * btm), at(a.ln1h, L * btc), at(a.ln2h, L * btc),
+                             at(a.fc1_act, L * btm), at(a.ln1h, L * btc),
+                             at(a.qkvh, L * 3 * btc), at(a.ln2h, L * btc),
                              at(a.fc1_preh, L * btm), at(a.fc1_acth, L * btm)});
     }
   }

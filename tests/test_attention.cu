@@ -139,6 +139,48 @@ TEST_P(AttentionTest, MatchesReferenceAndIsDeterministic) {
   }
 }
 
+// --precision bf16 saves qkv in BF16 and the kernels convert it to FP32 as they load it: the
+// result must be bitwise the FP32 kernels' on the BF16-rounded qkv (so the FP32 tests above
+// cover the BF16 path's math), and out/dqkv must differ from the unrounded run's (the BF16
+// path did read BF16).
+Result run_kernels_bf16(const Case& c, const vit_test::DeviceBuffer<__nv_bfloat16>& qkv,
+                        const Buf& dout, uint64_t seed, uint32_t site, uint64_t step) {
+  const size_t BT = (size_t)c.B * c.T;
+  Buf out = nan_buffer(BT * c.C), lse = nan_buffer((size_t)c.B * c.NH * c.T);
+  Buf dqkv = nan_buffer(BT * 3 * c.C);
+  Buf scratch = nan_buffer(vit::attention_scratch_floats(c.B, c.T, c.C, c.NH));
+  vit::attention_forward(0, qkv.get(), out, lse, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
+  vit::attention_backward(0, dout, qkv.get(), out, lse, dqkv, scratch, c.B, c.T, c.C, c.NH,
+                          c.p_drop, seed, site, step);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  return Result{out.download(), lse.download(), dqkv.download()};
+}
+
+TEST_P(AttentionTest, Bf16QkvIsTheFp32KernelOnRoundedQkv) {
+  VIT_REQUIRE_GPU();
+  const Case c = GetParam();
+  const uint64_t seed = 1234, step = 7;
+  const uint32_t site = vit::layer_site(3, 0);
+  const size_t BT = (size_t)c.B * c.T;
+  const std::vector<float> qkv_h = random_vec(BT * 3 * c.C, 11 + c.T, -c.range, c.range);
+  const std::vector<float> dout_h = random_vec(BT * c.C, 22 + c.T, -1.0f, 1.0f);
+  std::vector<float> rounded(qkv_h.size());
+  std::vector<__nv_bfloat16> q16(qkv_h.size());
+  for (size_t i = 0; i < qkv_h.size(); ++i) {
+    q16[i] = __float2bfloat16(qkv_h[i]);
+    rounded[i] = __bfloat162float(q16[i]);
+  }
+  Buf qkv(qkv_h), qkv_r(rounded), dout(dout_h);
+  vit_test::DeviceBuffer<__nv_bfloat16> qkv16(q16);
+  const Result f = run_kernels(c, qkv_r, dout, seed, site, step);
+  const Result h = run_kernels_bf16(c, qkv16, dout, seed, site, step);
+  EXPECT_TRUE(bitwise_equal(h.out, f.out)) << "out";
+  EXPECT_TRUE(bitwise_equal(h.lse, f.lse)) << "lse";
+  EXPECT_TRUE(bitwise_equal(h.dqkv, f.dqkv)) << "dqkv";
+  const Result u = run_kernels(c, qkv, dout, seed, site, step);
+  EXPECT_FALSE(bitwise_equal(h.out, u.out)) << "the BF16 path gave the unrounded result";
+}
+
 // B, T, C, NH chosen so every supported head dim, the presets' (T, hd) and tails of every kind
 // (T = 17, 65, 197, 257 against 32-row blocks and tiles) are covered, with small B*NH for simt.
 INSTANTIATE_TEST_SUITE_P(
