@@ -22,15 +22,15 @@
 //
 // --precision bf16 (Dims::bf16; docs/cuda_model.md "BF16 mode"): parameters, gradients and Adam
 // moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
-// (written by set_params and by the fused AdamW step). The LayerNorm outputs and the GELU output
-// (ln1, ln2, lnf, fc1_act: read only by GEMMs, forward and backward) and the FC1 pre-activation
-// (read by the GELU backward) and qkv (read by the attention kernels, which convert on load) are
-// stored in BF16 instead of FP32; the attention output, the proj/FC2 operands' gradients and the head input are
-// converted to BF16 into act16/grad16 just before their GEMM. GEMMs run in cuBLASLt
-// (kernels/matmul_lt.cuh) with FP32 accumulation and FP32 outputs; everything else (residual
-// stream, the attention math and output, LayerNorm statistics, softmax/LSE, loss, every reduction and
-// gradient) is FP32, as in fp32 mode. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS
-// with TF32.
+// (written by set_params and by the fused AdamW step). Stored in BF16 instead of FP32: the
+// LayerNorm and GELU outputs (ln1, ln2, lnf, fc1_act: read only by GEMMs), the FC1
+// pre-activation (read by the GELU backward), qkv and the attention output (read by the
+// attention kernels, which convert on load; the output also feeds proj). The GEMMs' FP32 output
+// gradients and the head's CLS rows (no final LN) are converted into grad16/act16 just before
+// their GEMM. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) with FP32 accumulation and FP32
+// outputs; everything else (residual stream, attention math, LayerNorm statistics,
+// softmax/LSE, loss, every reduction and gradient) is FP32, as in fp32 mode. The patch embedding
+// (one GEMM of K = 3p^2 per image) stays on cuBLAS with TF32.
 #include "host/cuda_model.h"
 
 #include <algorithm>
@@ -126,6 +126,8 @@ struct Activations {
   float* qkv;         // (L, B, T, 3C) packed q|k|v (FP32 modes)
   bf16* qkvh;         // (L, B, T, 3C) the same in BF16, read by the attention kernels (bf16)
   float* att;         // (L, B, T, C) attention output (heads concatenated), before proj
+  bf16* atth;         // (L, B, T, C) the same in BF16 (bf16 mode: proj's operand, attention
+                      // backward's input)
   float* lse;         // (L, B, NH, T) attention row log-sum-exp
   float* mid;         // (L, B, T, C) residual stream after the attention branch
   float* ln2;         // (L, B, T, C)   (FP32 modes)
@@ -153,8 +155,8 @@ struct Activations {
   float* dqkv;        // (B, T, 3C)
   float* dact;        // (B, T, M) gradient of the GELU output
   float* dpre;        // (B, T, M) gradient of the FC1 output
-  bf16* act16;        // (B, T, C) bf16: a GEMM input converted just before the GEMM (the
-                      // attention output for proj; the head's CLS rows without a final LN)
+  bf16* act16;        // (B, C) bf16: the head's CLS rows converted just before the head GEMM
+                      // (configs without a final LN)
   bf16* grad16;       // (B, T, max(3C, M)) (or B*K if larger) bf16: the output gradient of the GEMM being
                       // differentiated, converted (dy of fc2/proj, dpre, dqkv, dlogits)
   TensorSpan* spans;  // (nspans) parameter tensors for adam_update's decay flags
@@ -197,7 +199,7 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("ln1_mean", (void**)&a.ln1_mean, L * d.BT() * F4);
   f("ln1_rstd", (void**)&a.ln1_rstd, L * d.BT() * F4);
   act("qkv", &a.qkv, &a.qkvh, L * 3 * d.BTC());
-  f("att", (void**)&a.att, L * d.BTC() * F4);
+  act("att", &a.att, &a.atth, L * d.BTC());
   f("lse", (void**)&a.lse, L * d.BT() * d.NH * F4);
   f("mid", (void**)&a.mid, L * d.BTC() * F4);
   act("ln2", &a.ln2, &a.ln2h, L * d.BTC());
@@ -227,7 +229,7 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("dact", (void**)&a.dact, d.BTM() * F4);
   f("dpre", (void**)&a.dpre, d.BTM() * F4);
   if (d.bf16) {
-    f("act16", (void**)&a.act16, d.BTC() * sizeof(bf16));
+    f("act16", (void**)&a.act16, (size_t)d.B * d.C * sizeof(bf16));
     f("grad16", (void**)&a.grad16, std::max({3 * d.BTC(), d.BTM(), (size_t)d.B * d.K}) * sizeof(bf16));
   } else {
     a.act16 = a.grad16 = nullptr;
@@ -467,11 +469,12 @@ class CudaModel final : public Model {
       layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
                          g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
-      linear_backward(through_dropout(layer_site(l, 1)), {A.att, nullptr, d.C}, b.proj_w, a.datt,
+      linear_backward(through_dropout(layer_site(l, 1)), {A.att, A.atth, d.C}, b.proj_w, a.datt,
                       d.C, g + b.proj_w, g + b.proj_b, NT, d.C, d.C);
       if (d.bf16)
-        attention_backward(stream_, a.datt, A.qkvh, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
-                           d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
+        attention_backward(stream_, a.datt, (const bf16*)A.qkvh, (const bf16*)A.atth, A.lse,
+                           a.dqkv, a.scratch, d.B, d.T, d.C, d.NH, p_attn, seed,
+                           layer_site(l, 0), step);
       else
         attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
                            d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
@@ -593,7 +596,7 @@ class CudaModel final : public Model {
         linear_forward({nullptr, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
                        a.dqkv, NT, d.C, 3 * d.C);
         to_bf16(stream_, a.dqkv, A.qkvh, 3 * n);
-        attention_forward(stream_, A.qkvh, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+        attention_forward(stream_, A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
                           layer_site(l, 0), step);
       } else {
         linear_forward({A.ln1, nullptr, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
@@ -601,7 +604,7 @@ class CudaModel final : public Model {
         attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
                           layer_site(l, 0), step);
       }
-      linear_forward({A.att, nullptr, d.C}, b.proj_w, w + b.proj_b, a.tmp, NT, d.C, d.C);
+      linear_forward({A.att, A.atth, d.C}, b.proj_w, w + b.proj_b, a.tmp, NT, d.C, d.C);
       dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
                                step);
       ln_forward(A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2h, A.ln2_mean, A.ln2_rstd, NT);
@@ -685,7 +688,7 @@ class CudaModel final : public Model {
   struct Layer {
     float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
         *fc1_pre, *fc1_act;
-    bf16 *ln1h, *qkvh, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
+    bf16 *ln1h, *qkvh, *atth, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
   };
   void make_layer_views() {
     const Activations& a = act_;
@@ -695,11 +698,11 @@ class CudaModel final : public Model {
     for (int l = 0; l < dims_.L; ++l) {
       const size_t L = (size_t)l;
       layer_.push_back(Layer{a.res + L * btc, at(a.ln1, L * btc), a.ln1_mean + L * bt,
-                             a.ln1_rstd + L * bt, at(a.qkv, L * 3 * btc), a.att + L * btc,
+                             a.ln1_rstd + L * bt, at(a.qkv, L * 3 * btc), at(a.att, L * btc),
                              a.lse + L * bt * dims_.NH, a.mid + L * btc, at(a.ln2, L * btc),
                              a.ln2_mean + L * bt, a.ln2_rstd + L * bt, at(a.fc1_pre, L * btm),
                              at(a.fc1_act, L * btm), at(a.ln1h, L * btc),
-                             at(a.qkvh, L * 3 * btc), at(a.ln2h, L * btc),
+                             at(a.qkvh, L * 3 * btc), at(a.atth, L * btc), at(a.ln2h, L * btc),
                              at(a.fc1_preh, L * btm), at(a.fc1_acth, L * btm)});
     }
   }

@@ -47,10 +47,11 @@
 // Tails: rows >= T and tile rows past T are zero-filled and masked (score -inf / P = 0); threads
 // of such rows still take part in every barrier and shuffle (full-warp masks are valid).
 // Supported head dims: 16, 32, 64 (template); others fail with a vit::Error naming the shape.
-// Storage of qkv (template QT): FP32, or BF16 under --precision bf16 (the saved qkv at half the
-// bytes); BF16 values are converted to FP32 as they are loaded (load_row, load_tile), and all
-// the math, out, lse and dqkv stay FP32. So the BF16 kernel gives bitwise the FP32 kernel's
-// result on the BF16-rounded qkv.
+// Storage of qkv and out (template QT): FP32, or BF16 under --precision bf16 (both saved for
+// the backward at half the bytes; out is the proj GEMM's operand). BF16 values are converted to
+// FP32 as they are loaded (load_row, load_tile) and out is rounded once as it is stored; the
+// math, lse and dqkv stay FP32. So the BF16 forward gives bitwise bf16(the FP32 forward on the
+// BF16-rounded qkv), and the BF16 backward bitwise the FP32 backward on the rounded qkv and out.
 #pragma once
 
 #include <cmath>
@@ -103,12 +104,12 @@ ATTN_UNROLL
     for (int e = 0; e < 4; ++e) r[4 * c + e] = ok ? to_float(row[chunk_feat<G>(g, c) + e]) : 0.0f;
 }
 
-template <int G>
-__device__ __forceinline__ void store_row(float* row, const float (&r)[kFeat], int g, float mul) {
+template <int G, class ST>
+__device__ __forceinline__ void store_row(ST* row, const float (&r)[kFeat], int g, float mul) {
 ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c)
 ATTN_UNROLL
-    for (int e = 0; e < 4; ++e) row[chunk_feat<G>(g, c) + e] = r[4 * c + e] * mul;
+    for (int e = 0; e < 4; ++e) store1(row + chunk_feat<G>(g, c) + e, r[4 * c + e] * mul);
 }
 
 // Partial dot product of lane g's features of `a` (registers) with a shared-memory row.
@@ -167,7 +168,7 @@ __device__ __forceinline__ void load_tile(float* dst, const ST* src, size_t ld, 
 // ---------------------------------------------------------------------------------------------
 // Forward: grid (ceil(T/32), NH, B), block 32*G. Online softmax over key tiles.
 template <int HD, class QT>
-__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const QT* __restrict__ qkv, float* __restrict__ out,
+__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const QT* __restrict__ qkv, QT* __restrict__ out,
                                          float* __restrict__ lse, int T, int C, int NH,
                                          float scale, float p_drop, float keep_scale,
                                          uint64_t seed, uint32_t site, uint64_t step) {
@@ -239,7 +240,7 @@ ATTN_UNROLL
 template <int HD, class QT>
 __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_kernel(const float* __restrict__ dout,
                                              const QT* __restrict__ qkv,
-                                             const float* __restrict__ out,
+                                             const QT* __restrict__ out,
                                              const float* __restrict__ lse,
                                              float* __restrict__ Dbuf, float* __restrict__ dqkv,
                                              int T, int C, int NH, float scale, float p_drop,
@@ -396,7 +397,7 @@ inline int check_shape(const char* fn, int B, int T, int C, int NH, float p_drop
 }
 
 template <int HD, class QT>
-inline void forward_launch(cudaStream_t st, const QT* qkv, float* out, float* lse, int B, int T,
+inline void forward_launch(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B, int T,
                            int C, int NH, float p_drop, uint64_t seed, uint32_t site,
                            uint64_t step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
@@ -407,7 +408,7 @@ inline void forward_launch(cudaStream_t st, const QT* qkv, float* out, float* ls
 }
 
 template <int HD, class QT>
-inline void backward_launch(cudaStream_t st, const float* dout, const QT* qkv, const float* out,
+inline void backward_launch(cudaStream_t st, const float* dout, const QT* qkv, const QT* out,
                             const float* lse, float* dqkv, float* Dbuf, int B, int T, int C,
                             int NH, float p_drop, uint64_t seed, uint32_t site, uint64_t step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
@@ -426,7 +427,7 @@ inline void backward_launch(cudaStream_t st, const float* dout, const QT* qkv, c
 
 namespace attn_detail {
 template <class QT>
-inline void attention_forward_t(cudaStream_t st, const QT* qkv, float* out, float* lse, int B,
+inline void attention_forward_t(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
                                 int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
                                 uint64_t step) {
   const int hd = attn_detail::check_shape("attention_forward", B, T, C, NH, p_drop);
@@ -439,8 +440,8 @@ inline void attention_forward_t(cudaStream_t st, const QT* qkv, float* out, floa
 }
 }  // namespace attn_detail
 
-// qkv (B,T,3C), FP32 or BF16 -> out (B,T,C) (=), lse (B,NH,T) (=). Dropout p_drop on the
-// probabilities.
+// qkv (B,T,3C) -> out (B,T,C) (=), both FP32 or both BF16; lse (B,NH,T) FP32 (=). Dropout
+// p_drop on the probabilities.
 inline void attention_forward(cudaStream_t st, const float* qkv, float* out, float* lse, int B,
                               int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
                               uint64_t step) {
@@ -448,7 +449,7 @@ inline void attention_forward(cudaStream_t st, const float* qkv, float* out, flo
 }
 // (The BF16 overload is a template so that a nullptr qkv still picks the float one.)
 template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::value>::type>
-inline void attention_forward(cudaStream_t st, const QT* qkv, float* out, float* lse, int B,
+inline void attention_forward(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
                               int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
                               uint64_t step) {
   attn_detail::attention_forward_t(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step);
@@ -462,7 +463,7 @@ inline size_t attention_scratch_floats(int B, int T, int C, int NH) {
 namespace attn_detail {
 template <class QT>
 inline void attention_backward_t(cudaStream_t st, const float* dout, const QT* qkv,
-                                 const float* out, const float* lse, float* dqkv, float* scratch,
+                                 const QT* out, const float* lse, float* dqkv, float* scratch,
                                  int B, int T, int C, int NH, float p_drop, uint64_t seed,
                                  uint32_t site, uint64_t step) {
   const int hd = attn_detail::check_shape("attention_backward", B, T, C, NH, p_drop);
@@ -475,8 +476,8 @@ inline void attention_backward_t(cudaStream_t st, const float* dout, const QT* q
 }
 }  // namespace attn_detail
 
-// dout (B,T,C), qkv (FP32 or BF16), out and lse from the forward (same p_drop/seed/site/step)
-// -> dqkv (B,T,3C) FP32 (=, every element). scratch: attention_scratch_floats(B, T, C, NH)
+// dout (B,T,C) FP32, qkv and out (both FP32 or both BF16) and lse from the forward (same
+// p_drop/seed/site/step) -> dqkv (B,T,3C) FP32 (=, every element). scratch: attention_scratch_floats(B, T, C, NH)
 // floats.
 inline void attention_backward(cudaStream_t st, const float* dout, const float* qkv,
                                const float* out, const float* lse, float* dqkv, float* scratch,
@@ -487,7 +488,7 @@ inline void attention_backward(cudaStream_t st, const float* dout, const float* 
 }
 template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::value>::type>
 inline void attention_backward(cudaStream_t st, const float* dout, const QT* qkv,
-                               const float* out, const float* lse, float* dqkv, float* scratch,
+                               const QT* out, const float* lse, float* dqkv, float* scratch,
                                int B, int T, int C, int NH, float p_drop, uint64_t seed,
                                uint32_t site, uint64_t step) {
   attn_detail::attention_backward_t(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop,
