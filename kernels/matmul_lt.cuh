@@ -18,8 +18,8 @@
 // *_BGRAD epilogues WRITE the bias gradient and our parameter gradients accumulate (+=), so db
 // stays kernels/reduce.cuh's deterministic two-stage column sum (fixed chunks added in a fixed
 // order, no float atomics: the same bits every run, on every GPU and under simt) over the FP32
-// dy; GELU stays a handwritten kernel (cuBLASLt's GELU is the tanh form, vit-b16 needs erf, and
-// the backward needs the FP32 pre-activation that GELU_AUX would store in D's type).
+// dy; GELU stays a handwritten kernel (cuBLASLt's GELU is the tanh form, which vit-b16's erf
+// GELU cannot use, and simt's tanh emulation is not yet confirmed on hardware: docs/simt.md).
 // algo = NULL: cuBLASLt's implicit heuristic with no workspace, so nothing to plan; a split-K
 // algorithm (which would need one) is then never picked.
 #pragma once
