@@ -112,7 +112,7 @@ TEST(TrainCuda, DefaultPrecisionIsBf16OnSm80Plus) {
 // epochs (the first ends at ~0.6 test accuracy, not saturated; the toy set reaches 1.0 by the
 // second). Stated margin, every epoch: BF16's test accuracy within 0.05 (8 images of 160) of
 // FP32's and its train loss within 2% of FP32's; both end well above chance (0.1). Measured
-// under simt: the losses agree to ~1e-4 relative, the accuracies exactly. The per-epoch curves
+// under simt: train losses within 3e-4 relative, test losses within 2e-3, accuracies equal. The per-epoch curves
 // of both runs are printed (README's "BF16 vs FP32" table is this output).
 TEST(TrainCuda, Bf16LearnsAsWellAsFp32) {
   VIT_REQUIRE_GPU();
