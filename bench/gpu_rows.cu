@@ -298,9 +298,13 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
       matmul_forward_bf16(cx.lt, st, x16.p, l.in, w16.p, b.p, l.gelu ? pre.p : y.p, (int)N, l.in,
                           l.out);
     }, "bf16 GEMM; % of the TF32 peak");
-    if (l.gelu)
-      cx.row("gelu fwd (bf16 out)", shp(sb), 0, 6.0 * N * l.out, false,
-             [&] { gelu_forward(st, pre.p, dy16.p, N * l.out, c.gelu); });
+    if (l.gelu) {
+      Buf16 pre16(N * l.out, st);
+      cx.row("gelu fwd (bf16 out + bf16 pre-act)", shp(sb), 0, 8.0 * N * l.out, false,
+             [&] { gelu_forward(st, pre.p, dy16.p, N * l.out, c.gelu, pre16.p); });
+      cx.row("gelu bwd (bf16 pre-act)", shp(sb), 0, 10.0 * N * l.out, false,
+             [&] { gelu_backward(st, y.p, (const bf16*)pre16.p, dx.p, N * l.out, c.gelu); });
+    }
     cx.row(std::string("matmul ") + l.name + " bwd bf16", shp(sb), 2 * fl,
            2.0 * (2.0 * N * l.out + N * l.in + l.in * l.out) + 4.0 * (N * l.in + 2.0 * l.in * l.out),
            true, [&] {
@@ -321,6 +325,17 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
       attention_backward(st, dout.p, qkv.p, out.p, lse.p, dqkv.p, scratch.p, B, T, C, NH,
                          c.attn_dropout, 1, 16, 1);
     });
+    // --precision bf16: qkv and out stored in BF16 (FP32 math).
+    Buf16 qkv16(N * 3 * C, st), out16(N * C, st);
+    cx.row("attention fwd (bf16 qkv/out)", shp(sb), fl, 2.0 * (N * 3 * C + N * C), false, [&] {
+      attention_forward(st, (const bf16*)qkv16.p, out16.p, lse.p, B, T, C, NH, c.attn_dropout, 1,
+                        16, 1);
+    });
+    cx.row("attention bwd (bf16 qkv/out)", shp(sb), 2.5 * fl,
+           2.0 * (N * 3 * C + N * C) + 4.0 * (N * 3 * C + 2.0 * N * C), false, [&] {
+             attention_backward(st, dout.p, (const bf16*)qkv16.p, (const bf16*)out16.p, lse.p,
+                                dqkv.p, scratch.p, B, T, C, NH, c.attn_dropout, 1, 16, 1);
+           });
     // Baseline: the unfused computation with cuBLAS strided-batched GEMMs (scores and
     // probs @ v, (T,T) scores materialised), softmax excluded: a floor for any unfused version.
     Buf q(N * C, st), s((size_t)B * NH * T * T, st);
