@@ -218,3 +218,29 @@ TEST(MatmulBf16, ToBf16RoundsToNearestEvenAtRowStrides) {
     for (int i = 6; i < 8; ++i) EXPECT_EQ(__bfloat162float(y[r * 8 + i]), 9.0f) << "padding written";
   }
 }
+
+// The cuBLASLt objects and algorithm are cached per GEMM shape (kernels/matmul_lt.cuh lt_plan):
+// a second call of the same shape with another bias (each layer's own) and other operands must
+// use them, not the first call's.
+TEST(MatmulBf16, CachedPlanTakesEachCallsBiasAndOperands) {
+  VIT_REQUIRE_GPU();
+  const int N = 9, in = 16, out = 24;
+  cublasLtHandle_t lt;
+  CUBLAS_CHECK(cublasLtCreate(&lt));
+  vector<DeviceBuffer<float>> keep;  // every call's buffers stay allocated: distinct pointers
+  for (int call = 0; call < 3; ++call) {
+    SCOPED_TRACE(call);
+    const vector<float> x = rounded(vit_test::to_float(vit_test::rand_vec((size_t)N * in, 40 + call)));
+    const vector<float> w = rounded(vit_test::to_float(vit_test::rand_vec((size_t)out * in, 50 + call)));
+    const vector<float> b = vit_test::to_float(vit_test::rand_vec(out, 60 + call, -5, 5));
+    vector<float> ry((size_t)N * out);
+    vit::ref::linear_forward(x.data(), w.data(), b.data(), ry.data(), N, in, out);
+    DeviceBuffer<bf16> d_x(to_bf16_host(x)), d_w(to_bf16_host(w));
+    DeviceBuffer<float> d_b(b), d_y((size_t)N * out);
+    vit::matmul_forward_bf16(lt, 0, d_x, in, d_w, d_b, d_y, N, in, out);
+    EXPECT_TRUE(vit_test::allclose(d_y.download(), ry, RTOL, ATOL));
+    keep.push_back(std::move(d_b));
+    keep.push_back(std::move(d_y));
+  }
+  CUBLAS_CHECK(cublasLtDestroy(lt));
+}
