@@ -27,6 +27,8 @@
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/matmul_lt.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/patch_embed.cuh"
 #if defined(VIT_HAVE_CUDNN)
 #include <cudnn.h>
@@ -118,11 +120,23 @@ struct Buf {
   }
   ~Buf() { cudaFree(p); }
 };
+// The same in BF16 (--precision bf16 operands): filled, then rounded on the device.
+struct Buf16 {
+  bf16* p = nullptr;
+  Buf16(size_t n, cudaStream_t st, float scale = 0.1f) {
+    Buf f(n, st, scale);
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(bf16)));
+    to_bf16(st, f.p, p, std::max<size_t>(n, 1));
+    CUDA_CHECK(cudaStreamSynchronize(st));  // f is freed on return
+  }
+  ~Buf16() { cudaFree(p); }
+};
 
 struct Ctx {
   Device dev;
   cudaStream_t st;
   cublasHandle_t h;
+  cublasLtHandle_t lt;
   Timer* timer;
   int reps;
   std::vector<BenchRow>* rows;
@@ -243,6 +257,10 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
     snprintf(sb, sizeof sb, "N=%zu C=%d", N, C);
     cx.row("layernorm fwd", shp(sb), 0, 4.0 * 2 * N * C, false,
            [&] { layernorm_forward(st, x.p, w.p, b.p, y.p, mean.p, rstd.p, (int)N, C, c.ln_eps); });
+    Buf16 y16(N * C, st);
+    cx.row("layernorm fwd (bf16 out)", shp(sb), 0, 4.0 * N * C + 2.0 * N * C, false,
+           [&] { layernorm_forward(st, x.p, w.p, b.p, y16.p, mean.p, rstd.p, (int)N, C, c.ln_eps); });
+    cx.row("to_bf16", shp(sb), 0, 6.0 * N * C, false, [&] { to_bf16(st, x.p, y16.p, N * C); });
     cx.row("layernorm bwd", shp(sb), 0, 4.0 * 4 * N * C, false,
            [&] { layernorm_backward(st, y.p, x.p, w.p, mean.p, rstd.p, dx.p, dw.p, db.p,
                                     scratch.p, (int)N, C); });
@@ -274,6 +292,27 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
       cx.row("gelu bwd", shp(sb), 0, 4.0 * 3 * N * l.out, false,
              // d(pre-activation) is (N, out), like y: dx (N, in) is too small for fc1.
              [&] { gelu_backward(st, y.p, pre.p, dpre.p, N * l.out, c.gelu); });
+    // --precision bf16: cuBLASLt on BF16 operands, FP32 outputs (% is of the TF32 peak; the
+    // BF16 tensor-core peak is 2x).
+    Buf16 x16(N * l.in, st), w16((size_t)l.out * l.in, st), dy16(N * l.out, st);
+    const double io16 = 2.0 * (N * l.in + (double)l.in * l.out) + 4.0 * N * l.out;
+    cx.row(std::string("matmul ") + l.name + " fwd bf16", shp(sb), fl, io16, true, [&] {
+      matmul_forward_bf16(cx.lt, st, x16.p, l.in, w16.p, b.p, l.gelu ? pre.p : y.p, (int)N, l.in,
+                          l.out);
+    }, "bf16 GEMM; % of the TF32 peak");
+    if (l.gelu) {
+      Buf16 pre16(N * l.out, st);
+      cx.row("gelu fwd (bf16 out + bf16 pre-act)", shp(sb), 0, 8.0 * N * l.out, false,
+             [&] { gelu_forward(st, pre.p, dy16.p, N * l.out, c.gelu, pre16.p); });
+      cx.row("gelu bwd (bf16 pre-act)", shp(sb), 0, 10.0 * N * l.out, false,
+             [&] { gelu_backward(st, y.p, (const bf16*)pre16.p, dpre.p, N * l.out, c.gelu); });
+    }
+    cx.row(std::string("matmul ") + l.name + " bwd bf16", shp(sb), 2 * fl,
+           2.0 * (2.0 * N * l.out + N * l.in + l.in * l.out) + 4.0 * (N * l.in + 2.0 * l.in * l.out),
+           true, [&] {
+             matmul_backward_bf16(cx.lt, st, dy16.p, y.p, x16.p, l.in, w16.p, dx.p, l.in, dw.p,
+                                  db.p, scratch.p, (int)N, l.in, l.out);
+           }, "bf16 GEMMs; % of the TF32 peak");
   }
   // Attention
   {
@@ -288,6 +327,17 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
       attention_backward(st, dout.p, qkv.p, out.p, lse.p, dqkv.p, scratch.p, B, T, C, NH,
                          c.attn_dropout, 1, 16, 1);
     });
+    // --precision bf16: qkv and out stored in BF16 (FP32 math).
+    Buf16 qkv16(N * 3 * C, st), out16(N * C, st);
+    cx.row("attention fwd (bf16 qkv/out)", shp(sb), fl, 2.0 * (N * 3 * C + N * C), false, [&] {
+      attention_forward(st, (const bf16*)qkv16.p, out16.p, lse.p, B, T, C, NH, c.attn_dropout, 1,
+                        16, 1);
+    });
+    cx.row("attention bwd (bf16 qkv/out)", shp(sb), 2.5 * fl,
+           2.0 * (N * 3 * C + N * C) + 4.0 * (N * 3 * C + 2.0 * N * C), false, [&] {
+             attention_backward(st, dout.p, (const bf16*)qkv16.p, (const bf16*)out16.p, lse.p,
+                                dqkv.p, scratch.p, B, T, C, NH, c.attn_dropout, 1, 16, 1);
+           });
     // Baseline: the unfused computation with cuBLAS strided-batched GEMMs (scores and
     // probs @ v, (T,T) scores materialised), softmax excluded: a floor for any unfused version.
     Buf q(N * C, st), s((size_t)B * NH * T * T, st);
@@ -340,15 +390,21 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
     cx.row("adamw", shp(sb), 0, 4.0 * 7 * n, false, [&] {
       adam_update(st, p.p, g.p, m.p, v.p, n, dspans, (int)spans.size(), o, 1e-4f, 10, 1.0f, nc.p);
     });
+    Buf16 p16(n, st);
+    cx.row("adamw + bf16 copy", shp(sb), 0, 4.0 * 7 * n + 2.0 * n, false, [&] {
+      adam_update(st, p.p, g.p, m.p, v.p, n, dspans, (int)spans.size(), o, 1e-4f, 10, 1.0f, nc.p,
+                  p16.p);
+    });
     CUDA_CHECK(cudaFree(dspans));
   }
 }
 
 // The whole training step of the CUDA model, random weights, one fixed batch.
-void bench_step(Ctx& cx, const std::string& pname, int B, bool quick) {
+void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision prec) {
   Config c = preset(pname);
   ModelOptions o;
   o.max_batch = B;
+  o.precision = prec;
   size_t free0 = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   std::unique_ptr<Model> m = make_cuda_model(c, o);
@@ -390,13 +446,15 @@ void bench_step(Ctx& cx, const std::string& pname, int B, bool quick) {
       quick ? 3 : 20, 1);
   BenchRow r;
   r.section = "step";
-  r.name = "train step (fwd+bwd+adamw)";
+  r.name = std::string("train step (fwd+bwd+adamw, ") + precision_name(prec) + ")";
   r.shape = pname + " B=" + std::to_string(B);
   r.ms = ms;
   r.images_per_s = B * 1e3 / ms;
   StepCost sc = step_cost(c, B);
   r.tflops = sc.train.total() / (ms * 1e-3) / 1e12;
-  r.pct_peak = 100 * sc.train.total() / (ms * 1e-3) / cx.dev.tf32;
+  // Against the GEMMs' tensor-core peak: TF32, or BF16 = 2x TF32.
+  r.pct_peak = 100 * sc.train.total() / (ms * 1e-3) /
+               (prec == Precision::Bf16 ? 2 * cx.dev.tf32 : cx.dev.tf32);
   double epoch_s = 50000.0 / r.images_per_s;
   char note[256];
   snprintf(note, sizeof note,
@@ -424,14 +482,18 @@ std::vector<BenchRow> run_gpu_rows(bool quick) {
   CUBLAS_CHECK(cublasCreate(&cx.h));
   CUBLAS_CHECK(cublasSetStream(cx.h, cx.st));
   CUBLAS_CHECK(cublasSetMathMode(cx.h, CUBLAS_TF32_TENSOR_OP_MATH));
+  CUBLAS_CHECK(cublasLtCreate(&cx.lt));
   Timer timer(cx.st, cx.dev.l2);
   cx.timer = &timer;
   cx.reps = quick ? 3 : 20;
   cx.rows = &rows;
   bench_preset(cx, "basic", 64);
   bench_preset(cx, "vit-b16", 32);
-  bench_step(cx, "basic", 64, quick);
-  bench_step(cx, "vit-b16", 32, quick);
+  for (Precision p : {Precision::Tf32, Precision::Bf16}) {
+    bench_step(cx, "basic", 64, quick, p);
+    bench_step(cx, "vit-b16", 32, quick, p);
+  }
+  cublasLtDestroy(cx.lt);
   cublasDestroy(cx.h);
   cudaStreamDestroy(cx.st);
   return rows;

@@ -43,6 +43,13 @@ StepCost step_cost(const Config& c, int batch) {
   // backward; parameters read in the forward and the backward and gradients written (3 passes);
   // Adam reads p, g, m, v and writes p, m, v (7 passes); the uint8 input.
   s.min_bytes = 2 * s.activation_bytes + 4.0 * 10 * s.params + B * c.channels * 32 * 32;
+  // BF16: 2 bytes per activation except the FP32 statistics (per layer 4*T LayerNorm mean/rstd
+  // and NH*T attention log-sum-exp, 2*T for the final LN); parameters: BF16 weights read in the forward and the backward (2 x 2 bytes), FP32
+  // gradients written (4), Adam reads p, g, m, v (16) and writes p, m, v (12) and the BF16
+  // copy (2): 38 bytes per parameter instead of 40.
+  const double stats = L * (4 * T + NH * T) + (c.final_ln ? 2 * T : 0);
+  s.activation_bytes_bf16 = B * (2 * (per_image - stats) + 4 * stats);
+  s.min_bytes_bf16 = 2 * s.activation_bytes_bf16 + 38.0 * s.params + B * c.channels * 32 * 32;
   return s;
 }
 
@@ -64,14 +71,6 @@ double roofline_seconds(const StepCost& s, const GpuSpec& g) {
   return std::max(s.train.total() / g.tf32_flops, s.min_bytes / g.bandwidth);
 }
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::FP32: return "fp32";
-    case Precision::TF32: return "tf32";
-    default: return "bf16";
-  }
-}
-
 std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
   const double B = batch, T = c.tokens(), N = c.patches(), C = c.hidden, M = c.mlp,
                K = c.classes, Pd = c.patch_dim(), NH = c.heads,
@@ -80,7 +79,7 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
   // Storage sizes: activations E bytes (BF16 mode: 2), the weights the GEMMs read Ew (BF16 mode:
   // the BF16 copy), the model input Ein (FP16 when the input is resized, as CudaModel does).
   // Gradients, Adam state and LN statistics are FP32 in every mode.
-  const double E = prec == Precision::BF16 ? 2 : 4, Ew = E;
+  const double E = prec == Precision::Bf16 ? 2 : 4, Ew = E;
   const double Ein = c.image_size != 32 ? 2 : E;
   const double n = B * T * C, nm = B * T * M, bt = B * T;
   const bool drop = c.dropout > 0, bias_qkv = c.qkv_bias;
@@ -168,14 +167,14 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
   // optimizer: gradient norm (partial + final), then Adam reads p, g, m, v and writes p, m, v
   // (BF16 mode also writes the BF16 copy of the weights).
   mem("grad norm", 2, 2 * P);
-  mem("adam", 1, 7 * 4 * P + (prec == Precision::BF16 ? 2 * P : 0));
+  mem("adam", 1, 7 * 4 * P + (prec == Precision::Bf16 ? 2 * P : 0));
   return ops;
 }
 
 StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g,
                    const ModelAssumptions& a) {
-  const double peak = p == Precision::FP32 ? g.fp32_flops
-                      : p == Precision::TF32 ? g.tf32_flops
+  const double peak = p == Precision::Fp32 ? g.fp32_flops
+                      : p == Precision::Tf32 ? g.tf32_flops
                                              : g.bf16_flops;
   const double bw = g.bandwidth * a.mem_efficiency;
   StepTime r;
@@ -203,6 +202,10 @@ StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g
 double allreduce_seconds(double bytes, int ranks, const GpuSpec& g, double efficiency) {
   if (ranks <= 1 || g.link_bandwidth <= 0) return 0;
   return 2.0 * (ranks - 1) / ranks * bytes / (g.link_bandwidth * efficiency);
+}
+
+double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g) {
+  return std::max(s.train.total() / (2 * g.tf32_flops), s.min_bytes_bf16 / g.bandwidth);
 }
 
 std::string cost_report(const Config& c, const std::string& preset_name, int batch,
@@ -240,14 +243,14 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
   add("  step-time model: the sum of every launch's estimate (GEMMs at %.0f%% of the precision's "
       "peak, other kernels' bytes at %.0f%% of DRAM bandwidth, attention's FP32 instructions at "
       "%.0f%% of issue rate; %.1f us GPU gap after every launch; eager: an op costs at least "
-      "%.1f us of host launch time; graph: one %.0f us launch). bf16 prices the planned BF16 storage and GEMMs with today's "
+      "%.1f us of host launch time; graph: one %.0f us launch). bf16 prices every activation in BF16 and BF16 GEMMs (--precision bf16 keeps the residual stream FP32 today) with the FP32 attention kernel; "
       "FP32 attention:\n",
       100 * a.gemm_efficiency, 100 * a.mem_efficiency, 100 * a.attn_efficiency, a.node_gap_us,
       a.launch_us, a.graph_launch_us);
   add("    %-14s %-5s %8s %8s %8s %8s %9s %9s %9s\n", "GPU", "prec", "launches", "gemm ms",
       "mem ms", "attn ms", "eager ms", "graph ms", "floor ms");
   for (const GpuSpec& g : named_gpus())
-    for (Precision p : {Precision::FP32, Precision::TF32, Precision::BF16}) {
+    for (Precision p : {Precision::Fp32, Precision::Tf32, Precision::Bf16}) {
       StepTime t = step_time(step_ops(c, batch, p), p, g, a);
       add("    %-14s %-5s %8d %8.3f %8.3f %8.3f %9.3f %9.3f %9.3f\n", g.name.c_str(),
           precision_name(p), t.launches, 1e3 * t.gemm_s, 1e3 * t.memory_s, 1e3 * t.attention_s,
@@ -264,6 +267,16 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
         1e3 * allreduce_seconds(grad_bytes, 2, g), 1e3 * allreduce_seconds(grad_bytes, 4, g),
         1e3 * allreduce_seconds(grad_bytes, 8, g),
         g.link_bandwidth > 100e9 ? "NVLink" : "PCIe 4.0 x16", g.link_bandwidth / 1e9);
+}
+
+  add("  bf16 (--precision bf16): activations %.1f MiB, min DRAM traffic/step %.1f MiB\n",
+      s.activation_bytes_bf16 / 1048576.0, s.min_bytes_bf16 / 1048576.0);
+  add("  roofline floor (BF16 GEMMs, 2x the TF32 peak), per step / per epoch / 50 epochs:\n");
+  for (const GpuSpec& g : named_gpus()) {
+    double t = roofline_seconds_bf16(s, g);
+    add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
+        50 * t * steps);
+  }
   return out;
 }
 

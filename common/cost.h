@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/model.h"  // Precision
 
 namespace vit {
 
@@ -23,6 +24,10 @@ struct StepCost {
   double activation_bytes = 0;    // activations kept for the backward, FP32, whole batch
   double param_state_bytes = 0;   // parameters + gradients + Adam m and v, FP32
   double min_bytes = 0;           // lower bound on DRAM traffic of one step (see cost.cpp)
+  // --precision bf16: the same with every activation in BF16 (LayerNorm statistics and the
+  // attention log-sum-exp stay FP32) and the forward/backward reading the BF16 weight copy.
+  double activation_bytes_bf16 = 0;
+  double min_bytes_bf16 = 0;
 };
 
 StepCost step_cost(const Config& c, int batch);
@@ -39,6 +44,10 @@ const std::vector<GpuSpec>& named_gpus();  // A100, H100, RTX 4090, RTX 3060
 
 // Roofline floor of one step: max(FLOPs / TF32 peak, min_bytes / bandwidth), in seconds.
 double roofline_seconds(const StepCost& s, const GpuSpec& g);
+// The same for --precision bf16: max(FLOPs / BF16 peak, min_bytes_bf16 / bandwidth). The dense
+// BF16 tensor-core peak with FP32 accumulation is 2x the TF32 one on every GPU named here
+// (A100 312, H100 SXM 989, RTX 4090 165, RTX 3060 25.4 TFLOP/s).
+double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g);
 
 // ---- The step-time model: one training step as the list of launches the CUDA path issues -----
 //
@@ -48,8 +57,6 @@ double roofline_seconds(const StepCost& s, const GpuSpec& g);
 // attention from its instruction count on FP32 cores (today's kernel has no tensor-core path),
 // plus launch overhead: eager, each launch costs at least the host's launch time; as one graph,
 // a GPU-side gap per node and one graph launch.
-enum class Precision { FP32, TF32, BF16 };
-const char* precision_name(Precision p);
 
 struct StepOp {
   enum Kind { Gemm, Memory, Attention, Memset } kind;

@@ -45,12 +45,27 @@ struct InputSpec {
 // so the CPU reference and the CUDA model see the same input.
 enum class Fp16Input { Auto, Off, On };
 
+// Precision of the CUDA model (--precision; the CPU reference is always FP32):
+//   Fp32  FP32 storage, FP32 GEMMs (cublasSgemm without TF32): the bit-faithful mode the tests
+//         compare with the CPU reference.
+//   Tf32  FP32 storage, GEMMs on TF32 tensor cores (FP32 accumulation).
+//   Bf16  mixed precision (docs/cuda_model.md, "BF16 mode"): FP32 master weights, gradients and
+//         Adam moments; the GEMMs run in cuBLASLt on BF16 operands (a BF16 copy of the weights
+//         that the optimizer step writes, BF16 activations) with FP32 accumulation and FP32
+//         outputs; LayerNorm statistics, softmax/log-sum-exp, the loss and every reduction in
+//         FP32. No loss scaling: BF16 has FP32's 8-bit exponent, so gradients that fit FP32 do
+//         not underflow in BF16 the way they do in FP16's 5-bit exponent.
+enum class Precision { Fp32, Tf32, Bf16 };
+inline const char* precision_name(Precision p) {
+  return p == Precision::Bf16 ? "bf16" : p == Precision::Tf32 ? "tf32" : "fp32";
+}
+
 struct ModelOptions {
   uint64_t seed = 0;            // every random draw: dropout, augmentation (init is separate)
   float label_smoothing = 0.0f;
   InputSpec input;
   int max_batch = 64;           // activations are planned for this many images
-  bool tf32 = true;             // CUDA: TF32 tensor-core GEMMs (off in tests)
+  Precision precision = Precision::Tf32;  // CUDA only (vit_train resolves its default)
   Fp16Input fp16_input = Fp16Input::Auto;
   // Linear probe: only the head (and the final LayerNorm, when the config has one) is trained.
   // The other tensors keep their values: the optimizer skips them, and their gradients stay 0.

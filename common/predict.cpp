@@ -150,7 +150,7 @@ int predict_main(const std::vector<std::string>& args, std::ostream& out, std::o
     mo.fp16_input = Fp16Input::Off;
     // A few images: speed does not matter, so --device cuda computes in full FP32 (no TF32
     // GEMMs) and prints the probabilities of --device cpu.
-    mo.tf32 = false;
+    mo.precision = Precision::Fp32;
     std::unique_ptr<Model> m = make_model(device, c, mo);
     m->set_params(w.params.data());
 

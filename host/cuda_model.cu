@@ -19,6 +19,18 @@
 // done with it (event `consumed_`), and the staging slot only after its copy finished
 // (event `copied_`). Staging makes forward() safe for any host buffer the caller then reuses
 // (the loader's double buffer is refilled while the GPU still lags behind).
+//
+// --precision bf16 (Dims::bf16; docs/cuda_model.md "BF16 mode"): parameters, gradients and Adam
+// moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
+// (written by set_params and by the fused AdamW step). Stored in BF16 instead of FP32: the
+// LayerNorm and GELU outputs (ln1, ln2, lnf, fc1_act: read only by GEMMs), the FC1
+// pre-activation (read by the GELU backward), qkv and the attention output (read by the
+// attention kernels, which convert on load; the output also feeds proj). The GEMMs' FP32 output
+// gradients and the head's CLS rows (no final LN) are converted into grad16/act16 just before
+// their GEMM. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) with FP32 accumulation and FP32
+// outputs; everything else (residual stream, attention math, LayerNorm statistics,
+// softmax/LSE, loss, every reduction and gradient) is FP32, as in fp32 mode. The patch embedding
+// (one GEMM of K = 3p^2 per image) stays on cuBLAS with TF32.
 #include "host/cuda_model.h"
 
 #include <algorithm>
@@ -41,6 +53,8 @@
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/matmul_lt.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/patch_embed.cuh"
 
 namespace vit {
@@ -54,6 +68,7 @@ size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 struct Dims {
   int B, T, C, M, NH, L, K, R, S, N, P, Cin, p;
   bool x16;  // the model input is stored in FP16 (uses_fp16_input)
+  bool bf16;  // --precision bf16: BF16 GEMM operands
   size_t BT() const { return (size_t)B * T; }
   size_t BTC() const { return BT() * C; }
   size_t BTM() const { return BT() * M; }
@@ -75,6 +90,7 @@ Dims dims_of(const Config& c, const ModelOptions& o, int B) {
   d.Cin = c.channels;
   d.p = c.patch_size;
   d.x16 = uses_fp16_input(c, o);
+  d.bf16 = o.precision == Precision::Bf16;
   return d;
 }
 
@@ -103,19 +119,27 @@ struct Activations {
   __half* x16;        // (B, Cin, R, R) the same in FP16 (Dims::x16; else nullptr)
   float* cols;        // (B*N, P) im2col of x, saved for the patch-embedding weight gradient
   float* res;         // (L+1, B, T, C) residual stream entering layer l; res[L] leaves the encoder
-  float* ln1;         // (L, B, T, C) LN1 output
+  float* ln1;         // (L, B, T, C) LN1 output (FP32 modes; else nullptr)
+  bf16* ln1h;         // (L, B, T, C) the same in BF16 (Dims::bf16; else nullptr)
   float* ln1_mean;    // (L, B*T)
   float* ln1_rstd;    // (L, B*T)
-  float* qkv;         // (L, B, T, 3C) packed q|k|v
+  float* qkv;         // (L, B, T, 3C) packed q|k|v (FP32 modes)
+  bf16* qkvh;         // (L, B, T, 3C) the same in BF16, read by the attention kernels (bf16)
   float* att;         // (L, B, T, C) attention output (heads concatenated), before proj
+  bf16* atth;         // (L, B, T, C) the same in BF16 (bf16 mode: proj's operand, attention
+                      // backward's input)
   float* lse;         // (L, B, NH, T) attention row log-sum-exp
   float* mid;         // (L, B, T, C) residual stream after the attention branch
-  float* ln2;         // (L, B, T, C)
+  float* ln2;         // (L, B, T, C)   (FP32 modes)
+  bf16* ln2h;         // (L, B, T, C)   (bf16)
   float* ln2_mean;    // (L, B*T)
   float* ln2_rstd;    // (L, B*T)
-  float* fc1_pre;     // (L, B, T, M) FC1 output before GELU
-  float* fc1_act;     // (L, B, T, M) GELU output = FC2 input
-  float* lnf;         // (B, T, C) final LN output (config.final_ln only)
+  float* fc1_pre;     // (L, B, T, M) FC1 output before GELU (FP32 modes)
+  bf16* fc1_preh;     // (L, B, T, M) the same rounded to BF16, read by the GELU backward (bf16)
+  float* fc1_act;     // (L, B, T, M) GELU output = FC2 input (FP32 modes)
+  bf16* fc1_acth;     // (L, B, T, M) the same in BF16 (bf16)
+  float* lnf;         // (B, T, C) final LN output (config.final_ln only; FP32 modes)
+  bf16* lnfh;         // (B, T, C) the same in BF16 (config.final_ln and bf16)
   float* lnf_mean;    // (B*T)
   float* lnf_rstd;    // (B*T)
   float* logits;      // (B, K)
@@ -131,6 +155,10 @@ struct Activations {
   float* dqkv;        // (B, T, 3C)
   float* dact;        // (B, T, M) gradient of the GELU output
   float* dpre;        // (B, T, M) gradient of the FC1 output
+  bf16* act16;        // (B, C) bf16: the head's CLS rows converted just before the head GEMM
+                      // (configs without a final LN)
+  bf16* grad16;       // (B, T, max(3C, M)) (or B*K if larger) bf16: the output gradient of the GEMM being
+                      // differentiated, converted (dy of fc2/proj, dpre, dqkv, dlogits)
   TensorSpan* spans;  // (nspans) parameter tensors for adam_update's decay flags
   float* scratch;     // (scratch_floats) shared by the launchers that need scratch
 };
@@ -157,24 +185,35 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   }
   f("cols", (void**)&a.cols, (size_t)d.B * d.N * d.P * F4);
   f("res", (void**)&a.res, (L + 1) * d.BTC() * F4);
-  f("ln1", (void**)&a.ln1, L * d.BTC() * F4);
+  // BF16 mode stores the GEMM-only activations in BF16: one of each pair is allocated.
+  auto act = [&](const char* name, float** f32, bf16** h, size_t elems) {
+    if (d.bf16) {
+      *f32 = nullptr;
+      f(name, (void**)h, elems * sizeof(bf16));
+    } else {
+      *h = nullptr;
+      f(name, (void**)f32, elems * F4);
+    }
+  };
+  act("ln1", &a.ln1, &a.ln1h, L * d.BTC());
   f("ln1_mean", (void**)&a.ln1_mean, L * d.BT() * F4);
   f("ln1_rstd", (void**)&a.ln1_rstd, L * d.BT() * F4);
-  f("qkv", (void**)&a.qkv, L * 3 * d.BTC() * F4);
-  f("att", (void**)&a.att, L * d.BTC() * F4);
+  act("qkv", &a.qkv, &a.qkvh, L * 3 * d.BTC());
+  act("att", &a.att, &a.atth, L * d.BTC());
   f("lse", (void**)&a.lse, L * d.BT() * d.NH * F4);
   f("mid", (void**)&a.mid, L * d.BTC() * F4);
-  f("ln2", (void**)&a.ln2, L * d.BTC() * F4);
+  act("ln2", &a.ln2, &a.ln2h, L * d.BTC());
   f("ln2_mean", (void**)&a.ln2_mean, L * d.BT() * F4);
   f("ln2_rstd", (void**)&a.ln2_rstd, L * d.BT() * F4);
-  f("fc1_pre", (void**)&a.fc1_pre, L * d.BTM() * F4);
-  f("fc1_act", (void**)&a.fc1_act, L * d.BTM() * F4);
+  act("fc1_pre", &a.fc1_pre, &a.fc1_preh, L * d.BTM());
+  act("fc1_act", &a.fc1_act, &a.fc1_acth, L * d.BTM());
   if (c.final_ln) {
-    f("lnf", (void**)&a.lnf, d.BTC() * F4);
+    act("lnf", &a.lnf, &a.lnfh, d.BTC());
     f("lnf_mean", (void**)&a.lnf_mean, d.BT() * F4);
     f("lnf_rstd", (void**)&a.lnf_rstd, d.BT() * F4);
   } else {
     a.lnf = a.lnf_mean = a.lnf_rstd = nullptr;
+    a.lnfh = nullptr;
   }
   f("logits", (void**)&a.logits, (size_t)d.B * d.K * F4);
   f("losses", (void**)&a.losses, (size_t)d.B * F4);
@@ -189,6 +228,12 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("dqkv", (void**)&a.dqkv, 3 * d.BTC() * F4);
   f("dact", (void**)&a.dact, d.BTM() * F4);
   f("dpre", (void**)&a.dpre, d.BTM() * F4);
+  if (d.bf16) {
+    f("act16", (void**)&a.act16, (size_t)d.B * d.C * sizeof(bf16));
+    f("grad16", (void**)&a.grad16, std::max({3 * d.BTC(), d.BTM(), (size_t)d.B * d.K}) * sizeof(bf16));
+  } else {
+    a.act16 = a.grad16 = nullptr;
+  }
   f("spans", (void**)&a.spans, nspans * sizeof(TensorSpan));
   f("scratch", (void**)&a.scratch, scratch * F4);
 }
@@ -238,9 +283,12 @@ class CudaModel final : public Model {
     }
     CUBLAS_CHECK(cublasCreate(&cublas_));
     CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
-    // The matmul launchers use FP32 compute and let the handle's math mode pick TF32.
-    CUBLAS_CHECK(cublasSetMathMode(cublas_,
-                                   o.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    // The matmul launchers use FP32 compute and let the handle's math mode pick TF32 (in bf16
+    // mode only the patch embedding still goes through this handle).
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, o.precision != Precision::Fp32
+                                                ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                : CUBLAS_DEFAULT_MATH));
+    if (dims_.bf16) CUBLAS_CHECK(cublasLtCreate(&lt_));
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
     // padding between tensors then stays 0 through every Adam step); the parameters then get
@@ -254,6 +302,11 @@ class CudaModel final : public Model {
     name_allocation(grads_, "grads");
     name_allocation(m_, "adam_m");
     name_allocation(v_, "adam_v");
+    if (dims_.bf16) {  // the BF16 weight copy; padding 0 like the FP32 buffer's
+      CUDA_CHECK(cudaMalloc((void**)&w16_, n * sizeof(bf16)));
+      CUDA_CHECK(cudaMemsetAsync(w16_, 0, n * sizeof(bf16), stream_));
+      name_allocation(w16_, "params_bf16");
+    }
 
     allocate_activations();
     make_layer_views();
@@ -283,7 +336,7 @@ class CudaModel final : public Model {
     CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
     std::vector<float> init(n, 0.0f);
     init_params(cfg_, layout_, o.seed, init.data());
-    upload(params_, init.data(), n);  // synchronises: `spans` and `init` are freed on return
+    set_params(init.data());  // synchronises: `spans` and `init` are freed on return
   }
 
   ~CudaModel() override {
@@ -291,6 +344,7 @@ class CudaModel final : public Model {
     if (stream_) cudaStreamSynchronize(stream_);
     if (copy_stream_) cudaStreamSynchronize(copy_stream_);
     for (float* p : {params_, grads_, m_, v_}) cudaFree(p);
+    if (w16_) cudaFree(w16_);
     for (void* p : arena_pieces_) cudaFree(p);
     cudaFree(probs_);
     for (int s = 0; s < 2; ++s) {
@@ -300,6 +354,7 @@ class CudaModel final : public Model {
       cudaEventDestroy(consumed_[s]);
     }
     if (cublas_) cublasDestroy(cublas_);
+    if (lt_) cublasLtDestroy(lt_);
     if (copy_stream_) cudaStreamDestroy(copy_stream_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -310,7 +365,13 @@ class CudaModel final : public Model {
   const ParamLayout& layout() const override { return layout_; }
 
   void get_params(float* out) const override { download(out, params_, layout_.total); }
-  void set_params(const float* in) override { upload(params_, in, layout_.total); }
+  void set_params(const float* in) override {
+    upload(params_, in, layout_.total);
+    if (w16_) {
+      to_bf16(stream_, params_, w16_, layout_.total);
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+  }
   void get_grads(float* out) const override { download(out, grads_, layout_.total); }
   void get_adam_state(float* m, float* v) const override {
     download(m, m_, layout_.total);
@@ -381,15 +442,14 @@ class CudaModel final : public Model {
     };
 
     // Head on the CLS rows (row stride T*C); the other rows' gradient is 0.
-    const float* xfin = cfg_.final_ln ? a.lnf : layer_res(d.L);
     CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
     float* dfin = a.dres;
     if (cfg_.final_ln) {
       CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
       dfin = a.dln;
     }
-    matmul_backward(cublas_, stream_, a.dlogits, xfin, d.T * d.C, w + P.head_w, dfin, d.T * d.C,
-                    g + P.head_w, g + P.head_b, a.scratch, d.B, d.C, d.K);
+    linear_backward(a.dlogits, head_input(), P.head_w, dfin, d.T * d.C, g + P.head_w, g + P.head_b,
+                    d.B, d.C, d.K);
     if (cfg_.final_ln)
       layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
                          a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
@@ -401,21 +461,26 @@ class CudaModel final : public Model {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
       // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
-      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 2)), A.fc1_act, d.M,
-                      w + b.fc2_w, a.dact, d.M, g + b.fc2_w, g + b.fc2_b, a.scratch, NT, d.M, d.C);
-      gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
-      matmul_backward(cublas_, stream_, a.dpre, A.ln2, d.C, w + b.fc1_w, a.dln, d.C, g + b.fc1_w,
-                      g + b.fc1_b, a.scratch, NT, d.C, d.M);
+      linear_backward(through_dropout(layer_site(l, 2)), {A.fc1_act, A.fc1_acth, d.M}, b.fc2_w,
+                      a.dact, d.M, g + b.fc2_w, g + b.fc2_b, NT, d.M, d.C);
+      if (d.bf16) gelu_backward(stream_, a.dact, A.fc1_preh, a.dpre, d.BTM(), cfg_.gelu);
+      else gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
+      linear_backward(a.dpre, {A.ln2, A.ln2h, d.C}, b.fc1_w, a.dln, d.C, g + b.fc1_w, g + b.fc1_b,
+                      NT, d.C, d.M);
       layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
                          g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
-      matmul_backward(cublas_, stream_, through_dropout(layer_site(l, 1)), A.att, d.C,
-                      w + b.proj_w, a.datt, d.C, g + b.proj_w, g + b.proj_b, a.scratch, NT, d.C,
-                      d.C);
-      attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C,
-                         d.NH, p_attn, seed, layer_site(l, 0), step);
-      matmul_backward(cublas_, stream_, a.dqkv, A.ln1, d.C, w + b.qkv_w, a.dln, d.C, g + b.qkv_w,
-                      cfg_.qkv_bias ? g + b.qkv_b : nullptr, a.scratch, NT, d.C, 3 * d.C);
+      linear_backward(through_dropout(layer_site(l, 1)), {A.att, A.atth, d.C}, b.proj_w, a.datt,
+                      d.C, g + b.proj_w, g + b.proj_b, NT, d.C, d.C);
+      if (d.bf16)
+        attention_backward(stream_, a.datt, (const bf16*)A.qkvh, (const bf16*)A.atth, A.lse,
+                           a.dqkv, a.scratch, d.B, d.T, d.C, d.NH, p_attn, seed,
+                           layer_site(l, 0), step);
+      else
+        attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
+                           d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
+      linear_backward(a.dqkv, {A.ln1, A.ln1h, d.C}, b.qkv_w, a.dln, d.C, g + b.qkv_w,
+                      cfg_.qkv_bias ? g + b.qkv_b : nullptr, NT, d.C, 3 * d.C);
       layernorm_backward(stream_, a.dln, A.res, w + b.ln1_w, A.ln1_mean, A.ln1_rstd, a.dres,
                          g + b.ln1_w, g + b.ln1_b, a.scratch, NT, d.C);  // dres = d res[l]
     }
@@ -438,7 +503,7 @@ class CudaModel final : public Model {
     if (reducer_) reducer_->sum_floats(grads_, n, stream_);
     grad_norm_clip(stream_, grads_, n, grad_scale, o.clip_grad, act_.norm_coef, act_.scratch);
     adam_update(stream_, params_, grads_, m_, v_, n, act_.spans, nspans_, o, lr, t, grad_scale,
-                act_.norm_coef);
+                act_.norm_coef, w16_);
   }
 
   float last_grad_norm() override {
@@ -557,55 +622,120 @@ class CudaModel final : public Model {
     for (int l = 0; l < d.L; ++l) {
       const ParamLayout::Block& b = P.blocks[l];
       const Layer& A = layer_[l];
-      layernorm_forward(stream_, A.res, w + b.ln1_w, w + b.ln1_b, A.ln1, A.ln1_mean, A.ln1_rstd,
-                        NT, d.C, cfg_.ln_eps);
-      matmul_forward(cublas_, stream_, A.ln1, d.C, w + b.qkv_w,
-                     cfg_.qkv_bias ? w + b.qkv_b : nullptr, A.qkv, NT, d.C, 3 * d.C);
-      attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
-                        layer_site(l, 0), step);
-      matmul_forward(cublas_, stream_, A.att, d.C, w + b.proj_w, w + b.proj_b, a.tmp, NT, d.C,
-                     d.C);
+      ln_forward(A.res, w + b.ln1_w, w + b.ln1_b, A.ln1, A.ln1h, A.ln1_mean, A.ln1_rstd, NT);
+      if (d.bf16) {
+        // QKV in FP32 into dqkv (free until the backward), saved as BF16 for the attention.
+        linear_forward({nullptr, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
+                       a.dqkv, NT, d.C, 3 * d.C);
+        to_bf16(stream_, a.dqkv, A.qkvh, 3 * n);
+        attention_forward(stream_, A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                          layer_site(l, 0), step);
+      } else {
+        linear_forward({A.ln1, nullptr, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
+                       A.qkv, NT, d.C, 3 * d.C);
+        attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                          layer_site(l, 0), step);
+      }
+      linear_forward({A.att, A.atth, d.C}, b.proj_w, w + b.proj_b, a.tmp, NT, d.C, d.C);
       dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
                                step);
-      layernorm_forward(stream_, A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2_mean, A.ln2_rstd,
-                        NT, d.C, cfg_.ln_eps);
-      matmul_forward(cublas_, stream_, A.ln2, d.C, w + b.fc1_w, w + b.fc1_b, A.fc1_act, NT, d.C,
-                     d.M, A.fc1_pre, cfg_.gelu);
-      matmul_forward(cublas_, stream_, A.fc1_act, d.M, w + b.fc2_w, w + b.fc2_b, a.tmp, NT, d.M,
-                     d.C);
+      ln_forward(A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2h, A.ln2_mean, A.ln2_rstd, NT);
+      if (d.bf16) {
+        // FC1 + bias in cuBLASLt into dpre (FP32 (B,T,M), free until the backward), then one
+        // pass: GELU of the FP32 pre-activation to BF16, and the pre-activation saved in BF16.
+        linear_forward({nullptr, A.ln2h, d.C}, b.fc1_w, w + b.fc1_b, a.dpre, NT, d.C, d.M);
+        gelu_forward(stream_, a.dpre, A.fc1_acth, d.BTM(), cfg_.gelu, A.fc1_preh);
+      } else {
+        matmul_forward(cublas_, stream_, A.ln2, d.C, w + b.fc1_w, w + b.fc1_b, A.fc1_act, NT, d.C,
+                       d.M, A.fc1_pre, cfg_.gelu);
+      }
+      linear_forward({A.fc1_act, A.fc1_acth, d.M}, b.fc2_w, w + b.fc2_b, a.tmp, NT, d.M, d.C);
       dropout_residual_forward(stream_, A.mid, a.tmp, layer_res(l + 1), n, p_hidden, seed,
                                layer_site(l, 2), step);
     }
-    const float* xfin = layer_res(d.L);
-    if (cfg_.final_ln) {
-      layernorm_forward(stream_, xfin, w + P.lnf_w, w + P.lnf_b, a.lnf, a.lnf_mean, a.lnf_rstd, NT,
-                        d.C, cfg_.ln_eps);
-      xfin = a.lnf;
-    }
+    if (cfg_.final_ln)
+      ln_forward(layer_res(d.L), w + P.lnf_w, w + P.lnf_b, a.lnf, a.lnfh, a.lnf_mean, a.lnf_rstd,
+                 NT);
     // Classifier on the CLS token: row 0 of every image, i.e. rows of stride T*C.
-    matmul_forward(cublas_, stream_, xfin, d.T * d.C, w + P.head_w, w + P.head_b, a.logits, d.B,
-                   d.C, d.K);
+    linear_forward(head_input(), P.head_w, w + P.head_b, a.logits, d.B, d.C, d.K);
   }
 
   // Residual stream entering layer l (l = L: leaving the encoder).
   float* layer_res(int l) const { return act_.res + (size_t)l * dims_.BTC(); }
+
+  // A GEMM input as stored: FP32 (f) in the FP32 modes; in bf16 mode BF16 (h), or FP32 (f,
+  // h == nullptr) to be converted into act16 before the GEMM. ld: its row stride.
+  struct GemmIn {
+    const float* f;
+    const bf16* h;
+    int ld;
+  };
+  // The head's input: the CLS rows (row stride T*C) of the final LN output or of the residual
+  // stream leaving the encoder.
+  GemmIn head_input() const {
+    const int ld = dims_.T * dims_.C;
+    if (cfg_.final_ln) return {act_.lnf, act_.lnfh, ld};
+    return {layer_res(dims_.L), nullptr, ld};
+  }
+  // In bf16 mode, x as BF16: stored so, or converted (rows of `in` at stride x.ld) into act16.
+  GemmIn as_bf16(GemmIn x, int N, int in) {
+    if (x.h) return x;
+    to_bf16(stream_, x.f, x.ld, act_.act16, in, N, in);
+    return {nullptr, act_.act16, in};
+  }
+  // y (N, out) = x W^T + b, W = the parameters at w_off: cublasSgemm (FP32/TF32) or cuBLASLt
+  // on BF16 operands (bf16 mode, W from w16_). See kernels/matmul.cuh, matmul_lt.cuh.
+  void linear_forward(GemmIn x, size_t w_off, const float* b, float* y, int N, int in, int out) {
+    if (!dims_.bf16) {
+      matmul_forward(cublas_, stream_, x.f, x.ld, params_ + w_off, b, y, N, in, out);
+      return;
+    }
+    x = as_bf16(x, N, in);
+    matmul_forward_bf16(lt_, stream_, x.h, x.ld, w16_ + w_off, b, y, N, in, out);
+  }
+  // dx (N, in; row stride lddx) = dy W (when dx), dw += dy^T x, db += column sums of dy. dy is
+  // FP32 (N, out); in bf16 mode it is converted into grad16 for the two GEMMs, and db sums the
+  // FP32 dy (deterministic column sum, kernels/reduce.cuh).
+  void linear_backward(const float* dy, GemmIn x, size_t w_off, float* dx, int lddx, float* dw,
+                       float* db, int N, int in, int out) {
+    if (!dims_.bf16) {
+      matmul_backward(cublas_, stream_, dy, x.f, x.ld, params_ + w_off, dx, lddx, dw, db,
+                      act_.scratch, N, in, out);
+      return;
+    }
+    x = as_bf16(x, N, in);
+    to_bf16(stream_, dy, act_.grad16, (size_t)N * out);
+    matmul_backward_bf16(lt_, stream_, act_.grad16, dy, x.h, x.ld, w16_ + w_off, dx, lddx, dw,
+                         db, act_.scratch, N, in, out);
+  }
+  // LayerNorm of N rows of width C into y (FP32 modes) or yh (bf16 mode).
+  void ln_forward(const float* x, const float* w, const float* b, float* y, bf16* yh, float* mean,
+                  float* rstd, int N) {
+    if (yh) layernorm_forward(stream_, x, w, b, yh, mean, rstd, N, dims_.C, cfg_.ln_eps);
+    else layernorm_forward(stream_, x, w, b, y, mean, rstd, N, dims_.C, cfg_.ln_eps);
+  }
 
   // Per-layer views into the arena, fixed at allocation. Slots are sized for the planned
   // batch; an actual batch B uses the first B images' worth of each slot.
   struct Layer {
     float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
         *fc1_pre, *fc1_act;
+    bf16 *ln1h, *qkvh, *atth, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
   };
   void make_layer_views() {
     const Activations& a = act_;
     const size_t btc = dims_.BTC(), bt = dims_.BT(), btm = dims_.BTM();
+    // Slot l of a per-layer piece; nullptr stays nullptr (the precision's unused twin).
+    auto at = [](auto* p, size_t off) { return p ? p + off : p; };
     for (int l = 0; l < dims_.L; ++l) {
       const size_t L = (size_t)l;
-      layer_.push_back(Layer{a.res + L * btc, a.ln1 + L * btc, a.ln1_mean + L * bt,
-                             a.ln1_rstd + L * bt, a.qkv + L * 3 * btc, a.att + L * btc,
-                             a.lse + L * bt * dims_.NH, a.mid + L * btc, a.ln2 + L * btc,
-                             a.ln2_mean + L * bt, a.ln2_rstd + L * bt, a.fc1_pre + L * btm,
-                             a.fc1_act + L * btm});
+      layer_.push_back(Layer{a.res + L * btc, at(a.ln1, L * btc), a.ln1_mean + L * bt,
+                             a.ln1_rstd + L * bt, at(a.qkv, L * 3 * btc), at(a.att, L * btc),
+                             a.lse + L * bt * dims_.NH, a.mid + L * btc, at(a.ln2, L * btc),
+                             a.ln2_mean + L * bt, a.ln2_rstd + L * bt, at(a.fc1_pre, L * btm),
+                             at(a.fc1_act, L * btm), at(a.ln1h, L * btc),
+                             at(a.qkvh, L * 3 * btc), at(a.atth, L * btc), at(a.ln2h, L * btc),
+                             at(a.fc1_preh, L * btm), at(a.fc1_acth, L * btm)});
     }
   }
 
@@ -677,11 +807,13 @@ class CudaModel final : public Model {
   cudaEvent_t consumed_[2] = {};        // compute is done with input slot s
   cublasHandle_t cublas_ = nullptr;
   GradientReducer* reducer_ = nullptr;  // several ranks: sums the gradients (not owned)
+  cublasLtHandle_t lt_ = nullptr;       // bf16 mode's GEMMs (else nullptr)
 
   float* params_ = nullptr;  // (total) flat, ParamLayout order
   float* grads_ = nullptr;   // (total) += by backward()
   float* m_ = nullptr;       // (total) Adam first moment
   float* v_ = nullptr;       // (total) Adam second moment
+  bf16* w16_ = nullptr;      // (total) bf16(params_), the bf16 mode's GEMM weights (else nullptr)
   Activations act_{};
   std::vector<void*> arena_pieces_;
   float* probs_ = nullptr;  // (max_batch, NH, T, T) attention maps' buffer (infer_attention)
@@ -704,21 +836,24 @@ class CudaModel final : public Model {
 
 std::string CudaMemoryPlan::describe() const {
   const size_t one = param_floats * sizeof(float);  // each of the four flat buffers
-  char buf[384];
+  const std::string w16 =
+      bf16 ? " + BF16 weights " + human_bytes(param_floats * sizeof(__nv_bfloat16)) : "";
+  char buf[448];
   snprintf(buf, sizeof buf,
-           "GPU memory plan: parameters %s + gradients %s + Adam m,v %s (%zu floats each) + "
-           "activations %s (batch %d, %s input %s) = %s (+ cuBLAS workspace)",
-           human_bytes(one).c_str(), human_bytes(one).c_str(), human_bytes(2 * one).c_str(),
-           param_floats, human_bytes(activation_bytes).c_str(), max_batch,
-           fp16_input ? "FP16" : "FP32", human_bytes(input_bytes).c_str(),
-           human_bytes(total_bytes()).c_str());
+           "GPU memory plan: parameters %s%s + gradients %s + Adam m,v %s (%zu floats each) + "
+           "%sactivations %s (batch %d, %s input %s) = %s (+ cuBLAS workspace)",
+           human_bytes(one).c_str(), w16.c_str(), human_bytes(one).c_str(),
+           human_bytes(2 * one).c_str(), param_floats, bf16 ? "BF16/FP32 " : "",
+           human_bytes(activation_bytes).c_str(), max_batch, fp16_input ? "FP16" : "FP32",
+           human_bytes(input_bytes).c_str(), human_bytes(total_bytes()).c_str());
   return buf;
 }
 
 std::string out_of_memory_message(const CudaMemoryPlan& p, size_t free_bytes) {
   return "the model needs " + human_bytes(p.total_bytes()) + " of GPU memory (" +
          human_bytes(p.param_bytes) + " parameters+gradients+Adam, " +
-         human_bytes(p.activation_bytes) + " activations for a micro-batch of " +
+         human_bytes(p.activation_bytes) + (p.bf16 ? " BF16/FP32" : "") +
+         " activations for a micro-batch of " +
          std::to_string(p.max_batch) + ") but only " + human_bytes(free_bytes) +
          " is free: lower --batch-size, or raise --accum-steps to keep the batch size (the "
          "activations scale with --batch-size / --accum-steps)";
@@ -733,7 +868,8 @@ CudaMemoryPlan cuda_memory_plan(const Config& c, const ModelOptions& o) {
   p.fp16_input = d.x16;
   p.input_bytes = (size_t)d.B * d.Cin * d.R * d.R * (d.x16 ? sizeof(__half) : sizeof(float));
   p.param_floats = layout.total;
-  p.param_bytes = 4 * layout.total * sizeof(float);
+  p.bf16 = d.bf16;
+  p.param_bytes = 4 * layout.total * sizeof(float) + (d.bf16 ? layout.total * sizeof(bf16) : 0);
   p.activation_bytes =
       arena_bytes(c, d, layout.tensors.size(), scratch_floats(d, layout.total));
   return p;

@@ -8,6 +8,7 @@
 // Device memory (see docs/cuda_model.md):
 //   parameters, gradients, Adam m, Adam v   one allocation each, layout().total floats, in
 //                                           ParamLayout order (so the optimizer is one launch)
+//   BF16 weights (bf16 mode)                layout().total bf16, written with the parameters
 //   activations                             one arena planned from the config and max_batch:
 //                                           the uint8 input slots, every activation the backward
 //                                           needs, the activation gradients and the scratch.
@@ -25,7 +26,9 @@ namespace vit {
 struct CudaMemoryPlan {
   int max_batch = 0;
   size_t param_floats = 0;      // ParamLayout::total (floats per flat buffer)
-  size_t param_bytes = 0;       // parameters + gradients + Adam m + Adam v (4 buffers)
+  size_t param_bytes = 0;       // parameters + gradients + Adam m + Adam v (4 buffers), and in
+                                // bf16 mode the BF16 weight copy
+  bool bf16 = false;            // --precision bf16: GEMM-only activations stored in BF16
   size_t activation_bytes = 0;  // the activation arena (inputs, saved activations, their
                                 // gradients, kernel scratch), 256-byte aligned pieces
   bool fp16_input = false;      // the model input is stored in FP16 (uses_fp16_input)

@@ -69,7 +69,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"clip_grad", clean(clip_grad)},
           {"augment", augment},
           {"seed", seed},
-          {"tf32", tf32},
+          {"precision", precision},
           {"freeze_backbone", freeze_backbone},
           {"max_steps", max_steps},
           {"log_every", log_every},
@@ -112,7 +112,7 @@ std::map<std::string, std::string> TrainOptions::to_map() const {
   m["clip_grad"] = fmt_g(clip_grad);
   m["augment"] = augment;
   m["seed"] = std::to_string(seed);
-  m["tf32"] = tf32 ? "true" : "false";
+  m["precision"] = precision;
   m["freeze_backbone"] = freeze_backbone ? "true" : "false";
   m["max_steps"] = std::to_string(max_steps);
   m["log_every"] = std::to_string(log_every);
@@ -151,7 +151,8 @@ void TrainOptions::set(const std::string& key, const std::string& v) {
     non_negative((double)s);
     seed = (uint64_t)s;
   }
-  else if (key == "tf32") tf32 = cli::parse_bool(flag, v);
+  else if (key == "precision") precision = cli::parse_choice(flag, v, {"auto", "bf16", "tf32", "fp32"});
+  else if (key == "tf32") precision = cli::parse_bool(flag, v) ? "tf32" : "fp32";
   else if (key == "freeze_backbone") freeze_backbone = cli::parse_bool(flag, v);
   else if (key == "max_steps") { max_steps = cli::parse_int64(flag, v); non_negative((double)max_steps); }
   else if (key == "log_every") { log_every = cli::parse_int(flag, v); non_negative(log_every); }
@@ -387,6 +388,26 @@ static std::unique_ptr<Model> make_model(const std::string& device, const Config
   return make_cuda_model(c, mo);
 }
 
+// The precision that runs (config.json and checkpoints record it, never "auto"): the CPU
+// reference is FP32 whatever was asked; auto is bf16 on compute capability >= 8.0 (BF16 tensor
+// cores; simt's device is an sm_90), else tf32.
+static std::string resolve_precision(const TrainOptions& o, bool typed) {
+  if (o.device == "cpu") {
+    if (typed && o.precision != "fp32")
+      printf("note: --device cpu ignores --precision %s (the CPU reference computes in FP32)\n",
+             o.precision.c_str());
+    return "fp32";
+  }
+  if (o.precision != "auto") return o.precision;
+  int n = 0, major = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0 ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+    cudaGetLastError();  // no GPU: make_model reports it
+    return "tf32";
+  }
+  return major >= 8 ? "bf16" : "tf32";
+}
+
 namespace {
 
 struct Run {
@@ -449,7 +470,11 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
     opt("seed", "N", "seed of every random draw: init, order, dropout, augmentation (default 42)");
     opt("max-steps", "N", "stop after N optimizer steps in all, saving last.safetensors (0 = off)");
     opt("log-every", "N", "steps between log lines when not on a terminal (0 = ~10 per epoch)");
-    p.boolean("tf32", "TF32 tensor-core GEMMs on the GPU (default on; --no-tf32 for full FP32)",
+    opt("precision", "bf16|tf32|fp32",
+        "GPU precision: bf16 = BF16 GEMMs/activations, FP32 master weights (default on compute "
+        "capability >= 8.0), tf32 = FP32 storage + TF32 GEMMs (default before 8.0), fp32 = full "
+        "FP32 (matches --device cpu)");
+    p.boolean("tf32", "alias: --tf32 = --precision tf32, --no-tf32 = --precision fp32",
               [&given](bool b) { given["tf32"] = b ? "true" : "false"; });
     p.flag("freeze-backbone",
            "linear probe: train only the head (and the final LayerNorm); the rest keeps its weights",
@@ -583,6 +608,9 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
                   std::to_string(W) + " rank(s) x " + std::to_string(r.opt.accum_steps / W) +
                   " micro-batch(es): make it a multiple of " + std::to_string(r.opt.accum_steps));
     r.opt.validate();
+    if (given.count("precision") && given.count("tf32"))
+      throw Error("--precision and --tf32/--no-tf32 exclude each other (--no-tf32 = --precision fp32)");
+    r.opt.precision = resolve_precision(r.opt, given.count("precision") || given.count("tf32"));
     validate(r.cfg);
     if (r.ds.format != DataFormat::ImageFolder && r.opt.store_size != 0 &&
         r.opt.store_size != CIFAR_IMAGE_SIZE)
@@ -657,7 +685,9 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
   mo.input.crop_pad = std::max(1, (S + 4) / 8);
   mo.input.augment = parse_augment(o.augment);
   mo.max_batch = micro;
-  mo.tf32 = o.tf32;
+  mo.precision = o.precision == "bf16"   ? Precision::Bf16
+                 : o.precision == "tf32" ? Precision::Tf32
+                                         : Precision::Fp32;
   mo.freeze_backbone = o.freeze_backbone;
   std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks, !main_rank);
   model->set_gradient_reducer(comm.get());
@@ -750,9 +780,10 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
                               std::to_string(micro) +
                               (W > 1 ? ", " + std::to_string(micro_per_rank) + " per rank" : "") + ")"
                         : "";
-  printf("vit_train: %s preset, %.2fM parameters, device %s%s; %lld train / %lld test images; "
-         "%lld steps/epoch of %d images%s; output in %s\n",
-         r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), ranks_note.c_str(),
+  printf("vit_train: %s preset, %.2fM parameters, device %s (precision %s)%s; %lld train / %lld "
+         "test images; %lld steps/epoch of %d images%s; output in %s\n",
+         r.preset.c_str(), layout.count() / 1e6, o.device.c_str(), o.precision.c_str(),
+         ranks_note.c_str(),
          (long long)train.size(), (long long)test.size(), (long long)spe, o.batch_size,
          micro_note.c_str(), r.out.c_str());
   if (r.ds.format != DataFormat::Cifar10)

@@ -44,7 +44,11 @@ struct TrainOptions {
   float clip_grad = 0.0f;                        // global grad-norm clip; 0 = off
   std::string augment = "none";                  // none | flip | crop-flip | rrc-flip
   uint64_t seed = 42;
-  bool tf32 = true;
+  // auto | bf16 | tf32 | fp32. train_main resolves auto before training (bf16 on a GPU of
+  // compute capability >= 8.0, else tf32; fp32 with --device cpu, which ignores the flag), so
+  // config.json and checkpoints record what ran. --tf32 / --no-tf32 (and a checkpoint's "tf32"
+  // key, from before --precision) are aliases for tf32 / fp32.
+  std::string precision = "auto";
   bool freeze_backbone = false;                  // linear probe: train only head (+ final LN)
   int64_t max_steps = 0;                         // stop (and save) after this many steps; 0 = off
   int log_every = 0;                             // steps between plain log lines; 0 = ~10/epoch

@@ -15,6 +15,9 @@
 //                   Elements outside every span (alignment padding between tensors) are left
 //                   untouched. coef is read from device memory (norm_coef[1]), so clipping never
 //                   needs the host to wait for the norm.
+//                   --precision bf16: p16 (n) != nullptr also gets bf16(p) (round to nearest
+//                   even) of every updated element, the copy the BF16 GEMMs read; p, g, m, v
+//                   stay FP32 (master weights). No loss scaling: BF16 has FP32's exponent range.
 //
 // Design: a thread per group of 4 consecutive elements. The thread finds the span holding its
 // first element by binary search over the spans (about 150 for a 12-layer model, a few cached
@@ -137,7 +140,8 @@ template <bool VEC>
 static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restrict__ p, const floatX* __restrict__ g,
                                           float* __restrict__ m, float* __restrict__ v, size_t n,
                                           const TensorSpan* __restrict__ spans, int nspans,
-                                          AdamArgs a, const float* __restrict__ norm_coef) {
+                                          AdamArgs a, const float* __restrict__ norm_coef,
+                                          __nv_bfloat16* __restrict__ p16) {
   const float gs = a.grad_scale * (norm_coef ? norm_coef[1] : 1.0f);  // g' = g * gs
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
@@ -157,6 +161,12 @@ static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restr
       *reinterpret_cast<float4*>(p + i) = pv;
       *reinterpret_cast<float4*>(m + i) = mv;
       *reinterpret_cast<float4*>(v + i) = vv;
+      if (p16) {
+        p16[i] = __float2bfloat16(pv.x);
+        p16[i + 1] = __float2bfloat16(pv.y);
+        p16[i + 2] = __float2bfloat16(pv.z);
+        p16[i + 3] = __float2bfloat16(pv.w);
+      }
     } else {
       for (size_t j = i; j < i + 4 && j < n; ++j) {
         if (s < 0 || j >= spans[s].offset + spans[s].numel) s = find_span(spans, nspans, j);
@@ -166,6 +176,7 @@ static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restr
         p[j] = pj;
         m[j] = mj;
         v[j] = vj;
+        if (p16) p16[j] = __float2bfloat16(pj);
       }
     }
   }
@@ -173,9 +184,11 @@ static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restr
 
 // p, m, v (n) updated in place over the spans (device array, sorted by offset, disjoint);
 // norm_coef: grad_norm_clip's output, or nullptr for coef 1. lr and t are host values.
+// p16 (n): when given, bf16(p) of every updated element (--precision bf16).
 inline void adam_update(cudaStream_t st, float* p, const float* g, float* m, float* v, size_t n,
                         const TensorSpan* spans, int nspans, const OptimConfig& o, float lr,
-                        int64_t t, float grad_scale, const float* norm_coef) {
+                        int64_t t, float grad_scale, const float* norm_coef,
+                        __nv_bfloat16* p16 = nullptr) {
   if (n == 0 || nspans <= 0) return;
   if (t < 1) throw Error("adam_update: step t must be >= 1 (1-based), got " + std::to_string(t));
   // Bias corrections in double, as the reference: beta^t for large t loses nothing that way.
@@ -192,10 +205,11 @@ inline void adam_update(cudaStream_t st, float* p, const float* g, float* m, flo
   a.grad_scale = grad_scale;
   const unsigned grid = elementwise_grid(n, 256);
   if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v))
-    LAUNCH(adam_update_kernel<true>, grid, 256, 0, st, p, g, m, v, n, spans, nspans, a, norm_coef);
+    LAUNCH(adam_update_kernel<true>, grid, 256, 0, st, p, g, m, v, n, spans, nspans, a, norm_coef,
+           p16);
   else
     LAUNCH(adam_update_kernel<false>, grid, 256, 0, st, p, g, m, v, n, spans, nspans, a,
-           norm_coef);
+           norm_coef, p16);
 }
 
 }  // namespace vit

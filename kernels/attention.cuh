@@ -53,15 +53,23 @@
 // deliberately simple kernel: one thread per (b, h, i, j), P_ij = exp(q_i . k_j * scale - lse_i)
 // — the same formula the backward uses, so the maps are the probabilities the forward used
 // (before dropout). It writes a (B, NH, T, T) tensor, which is why training never calls it.
+//
+// Storage of qkv and out (template QT): FP32, or BF16 under --precision bf16 (both saved for
+// the backward at half the bytes; out is the proj GEMM's operand). BF16 values are converted to
+// FP32 as they are loaded (load_row, load_tile) and out is rounded once as it is stored; the
+// math, lse and dqkv stay FP32. So the BF16 forward gives bitwise bf16(the FP32 forward on the
+// BF16-rounded qkv), and the BF16 backward bitwise the FP32 backward on the rounded qkv and out.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/philox.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 
 // Loop unrolling matters for nvcc (per-tile score arrays must live in registers); g++ (simt)
 // does not know the pragma and would warn.
@@ -90,22 +98,26 @@ static_assert(kRows % 32 == 0, "blocks of kRows*G threads must be whole warps (f
 template <int G>
 __device__ __forceinline__ int chunk_feat(int g, int c) { return 4 * (g + G * c); }
 
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+
 // Lane g's 16 features of a global row (scalar loads: the row need not be 16-byte aligned);
-// zeros when !ok.
-template <int G>
-__device__ __forceinline__ void load_row(float (&r)[kFeat], const float* row, int g, bool ok) {
+// zeros when !ok. The row is float or bf16 (converted on load; selecting before the conversion
+// keeps the bf16 forward at hd 16 free of spills on sm_80, ptxas 13).
+template <int G, class ST>
+__device__ __forceinline__ void load_row(float (&r)[kFeat], const ST* row, int g, bool ok) {
 ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c)
 ATTN_UNROLL
-    for (int e = 0; e < 4; ++e) r[4 * c + e] = ok ? row[chunk_feat<G>(g, c) + e] : 0.0f;
+    for (int e = 0; e < 4; ++e) r[4 * c + e] = to_float(ok ? row[chunk_feat<G>(g, c) + e] : ST(0.0f));
 }
 
-template <int G>
-__device__ __forceinline__ void store_row(float* row, const float (&r)[kFeat], int g, float mul) {
+template <int G, class ST>
+__device__ __forceinline__ void store_row(ST* row, const float (&r)[kFeat], int g, float mul) {
 ATTN_UNROLL
   for (int c = 0; c < kChunks; ++c)
 ATTN_UNROLL
-    for (int e = 0; e < 4; ++e) row[chunk_feat<G>(g, c) + e] = r[4 * c + e] * mul;
+    for (int e = 0; e < 4; ++e) store1(row + chunk_feat<G>(g, c) + e, r[4 * c + e] * mul);
 }
 
 // Partial dot product of lane g's features of `a` (registers) with a shared-memory row.
@@ -153,18 +165,18 @@ ATTN_UNROLL
 
 // Copy rows [r0, r0 + N) of one head's q, k or v (or dout) into shared memory (N, HD),
 // zero-filling rows >= T. `src` points at feature 0 of the head in row 0; rows are `ld` apart.
-template <int HD, int N, int NT>
-__device__ __forceinline__ void load_tile(float* dst, const float* src, size_t ld, int r0, int T) {
+template <int HD, int N, int NT, class ST>
+__device__ __forceinline__ void load_tile(float* dst, const ST* src, size_t ld, int r0, int T) {
   for (int idx = threadIdx.x; idx < N * HD; idx += NT) {
     const int r = idx / HD, d = idx % HD;
-    dst[idx] = r0 + r < T ? src[(size_t)(r0 + r) * ld + d] : 0.0f;
+    dst[idx] = r0 + r < T ? to_float(src[(size_t)(r0 + r) * ld + d]) : 0.0f;
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Forward: grid (ceil(T/32), NH, B), block 32*G. Online softmax over key tiles.
-template <int HD>
-__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const float* __restrict__ qkv, float* __restrict__ out,
+template <int HD, class QT>
+__global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const QT* __restrict__ qkv, QT* __restrict__ out,
                                          float* __restrict__ lse, int T, int C, int NH,
                                          float scale, float p_drop, float keep_scale,
                                          uint64_t seed, uint32_t site, uint64_t step) {
@@ -178,7 +190,7 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel
   const int i = blockIdx.x * kRows + threadIdx.x / G;  // this group's query row
   const bool row_ok = i < T;
   const size_t C3 = 3 * (size_t)C;
-  const float* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;  // head h's q of row 0
+  const QT* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;  // head h's q of row 0
   const size_t bh = (size_t)b * NH + h;
   const uint64_t drop_base = ((uint64_t)bh * T + (row_ok ? i : 0)) * T;  // flat index of (i, 0)
   const bool drop = p_drop > 0.0f;
@@ -233,10 +245,10 @@ ATTN_UNROLL
 
 // ---------------------------------------------------------------------------------------------
 // Backward 1: D_i = dO_i . O_i (to scratch) and dq_i. grid (ceil(T/32), NH, B), block 32*G.
-template <int HD>
+template <int HD, class QT>
 __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_kernel(const float* __restrict__ dout,
-                                             const float* __restrict__ qkv,
-                                             const float* __restrict__ out,
+                                             const QT* __restrict__ qkv,
+                                             const QT* __restrict__ out,
                                              const float* __restrict__ lse,
                                              float* __restrict__ Dbuf, float* __restrict__ dqkv,
                                              int T, int C, int NH, float scale, float p_drop,
@@ -252,7 +264,7 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_ke
   const int i = blockIdx.x * kRows + threadIdx.x / G;  // this group's query row
   const bool row_ok = i < T;
   const size_t C3 = 3 * (size_t)C;
-  const float* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;     // head h's q of row 0
+  const QT* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;     // head h's q of row 0
   const size_t orow = ((size_t)b * T + i) * C + (size_t)h * HD;    // row i, head h in (B,T,C)
   const size_t bh = (size_t)b * NH + h;
   const uint64_t drop_base = ((uint64_t)bh * T + (row_ok ? i : 0)) * T;
@@ -305,9 +317,9 @@ ATTN_UNROLL4
 
 // ---------------------------------------------------------------------------------------------
 // Backward 2: dk_j and dv_j. grid (ceil(T/32), NH, B), block 32*G; reads D from backward 1.
-template <int HD>
+template <int HD, class QT>
 __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dkdv_kernel(const float* __restrict__ dout,
-                                               const float* __restrict__ qkv,
+                                               const QT* __restrict__ qkv,
                                                const float* __restrict__ lse,
                                                const float* __restrict__ Dbuf,
                                                float* __restrict__ dqkv, int T, int C, int NH,
@@ -325,7 +337,7 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dkdv_
   const int j = blockIdx.x * kRows + threadIdx.x / G;  // this group's key row
   const bool key_ok = j < T;
   const size_t C3 = 3 * (size_t)C;
-  const float* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;   // head h's q of row 0
+  const QT* qh = qkv + (size_t)b * T * C3 + (size_t)h * HD;   // head h's q of row 0
   const float* doh = dout + (size_t)b * T * C + (size_t)h * HD;  // head h's dout of row 0
   const size_t bh = (size_t)b * NH + h;
   const bool drop = p_drop > 0.0f;
@@ -410,27 +422,27 @@ inline int check_shape(const char* fn, int B, int T, int C, int NH, float p_drop
   return hd;
 }
 
-template <int HD>
-inline void forward_launch(cudaStream_t st, const float* qkv, float* out, float* lse, int B, int T,
+template <int HD, class QT>
+inline void forward_launch(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B, int T,
                            int C, int NH, float p_drop, uint64_t seed, uint32_t site,
                            uint64_t step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
-  LAUNCH((attention_forward_kernel<HD>), grid, kRows * (HD / kFeat),
+  LAUNCH((attention_forward_kernel<HD, QT>), grid, kRows * (HD / kFeat),
          2 * kFwdTile * HD * sizeof(float), st, qkv, out, lse, T, C, NH, scale, p_drop,
          keep_scale, seed, site, step);
 }
 
-template <int HD>
-inline void backward_launch(cudaStream_t st, const float* dout, const float* qkv, const float* out,
+template <int HD, class QT>
+inline void backward_launch(cudaStream_t st, const float* dout, const QT* qkv, const QT* out,
                             const float* lse, float* dqkv, float* Dbuf, int B, int T, int C,
                             int NH, float p_drop, uint64_t seed, uint32_t site, uint64_t step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const int threads = kRows * (HD / kFeat);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
-  LAUNCH((attention_backward_dq_kernel<HD>), grid, threads, 2 * kBwdTile * HD * sizeof(float), st,
+  LAUNCH((attention_backward_dq_kernel<HD, QT>), grid, threads, 2 * kBwdTile * HD * sizeof(float), st,
          dout, qkv, out, lse, Dbuf, dqkv, T, C, NH, scale, p_drop, keep_scale, seed, site, step);
-  LAUNCH((attention_backward_dkdv_kernel<HD>), grid, threads,
+  LAUNCH((attention_backward_dkdv_kernel<HD, QT>), grid, threads,
          (2 * kBwdTile * HD + 2 * kBwdTile) * sizeof(float), st, dout, qkv, lse,
          (const float*)Dbuf, dqkv, T, C, NH, scale, p_drop, keep_scale, seed, site, step);
 }
@@ -439,10 +451,11 @@ inline void backward_launch(cudaStream_t st, const float* dout, const float* qkv
 
 // ---- launchers (the contract with host/) ------------------------------------------------------
 
-// qkv (B,T,3C) -> out (B,T,C) (=), lse (B,NH,T) (=). Dropout p_drop on the probabilities.
-inline void attention_forward(cudaStream_t st, const float* qkv, float* out, float* lse, int B,
-                              int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                              uint64_t step) {
+namespace attn_detail {
+template <class QT>
+inline void attention_forward_t(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
+                                int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
+                                uint64_t step) {
   const int hd = attn_detail::check_shape("attention_forward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
@@ -450,6 +463,22 @@ inline void attention_forward(cudaStream_t st, const float* qkv, float* out, flo
     case 32: attn_detail::forward_launch<32>(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step); break;
     default: attn_detail::forward_launch<64>(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step); break;
   }
+}
+}  // namespace attn_detail
+
+// qkv (B,T,3C) -> out (B,T,C) (=), both FP32 or both BF16; lse (B,NH,T) FP32 (=). Dropout
+// p_drop on the probabilities.
+inline void attention_forward(cudaStream_t st, const float* qkv, float* out, float* lse, int B,
+                              int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
+                              uint64_t step) {
+  attn_detail::attention_forward_t(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step);
+}
+// (The BF16 overload is a template so that a nullptr qkv still picks the float one.)
+template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::value>::type>
+inline void attention_forward(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
+                              int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
+                              uint64_t step) {
+  attn_detail::attention_forward_t(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step);
 }
 
 // qkv (B,T,3C) and lse (B,NH,T) of an attention_forward -> probs (B,NH,T,T) (=): the softmax
@@ -471,12 +500,12 @@ inline size_t attention_scratch_floats(int B, int T, int C, int NH) {
   return (size_t)B * NH * T;
 }
 
-// dout (B,T,C), qkv, out and lse from the forward (same p_drop/seed/site/step) -> dqkv (B,T,3C)
-// (=, every element). scratch: attention_scratch_floats(B, T, C, NH) floats.
-inline void attention_backward(cudaStream_t st, const float* dout, const float* qkv,
-                               const float* out, const float* lse, float* dqkv, float* scratch,
-                               int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                               uint32_t site, uint64_t step) {
+namespace attn_detail {
+template <class QT>
+inline void attention_backward_t(cudaStream_t st, const float* dout, const QT* qkv,
+                                 const QT* out, const float* lse, float* dqkv, float* scratch,
+                                 int B, int T, int C, int NH, float p_drop, uint64_t seed,
+                                 uint32_t site, uint64_t step) {
   const int hd = attn_detail::check_shape("attention_backward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
@@ -484,6 +513,26 @@ inline void attention_backward(cudaStream_t st, const float* dout, const float* 
     case 32: attn_detail::backward_launch<32>(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop, seed, site, step); break;
     default: attn_detail::backward_launch<64>(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop, seed, site, step); break;
   }
+}
+}  // namespace attn_detail
+
+// dout (B,T,C) FP32, qkv and out (both FP32 or both BF16) and lse from the forward (same
+// p_drop/seed/site/step) -> dqkv (B,T,3C) FP32 (=, every element). scratch: attention_scratch_floats(B, T, C, NH)
+// floats.
+inline void attention_backward(cudaStream_t st, const float* dout, const float* qkv,
+                               const float* out, const float* lse, float* dqkv, float* scratch,
+                               int B, int T, int C, int NH, float p_drop, uint64_t seed,
+                               uint32_t site, uint64_t step) {
+  attn_detail::attention_backward_t(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop,
+                                    seed, site, step);
+}
+template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::value>::type>
+inline void attention_backward(cudaStream_t st, const float* dout, const QT* qkv,
+                               const QT* out, const float* lse, float* dqkv, float* scratch,
+                               int B, int T, int C, int NH, float p_drop, uint64_t seed,
+                               uint32_t site, uint64_t step) {
+  attn_detail::attention_backward_t(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop,
+                                    seed, site, step);
 }
 
 }  // namespace vit

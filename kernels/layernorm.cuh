@@ -3,6 +3,8 @@
 //   forward:  x (N, C) -> y (N, C) = (x - mean) * rstd * w + b,  w, b (C);
 //             mean (N), rstd (N) = 1/sqrt(var + eps) saved for the backward. var is the biased
 //             variance (divide by C), as PyTorch. mean/rstd may be nullptr (inference).
+//             y is FP32, or BF16 under --precision bf16 (the LN output only feeds GEMMs): the
+//             statistics and the normalisation are FP32 either way, y is rounded once.
 //   backward: dx (N, C) += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)),
 //             dnorm = dy * w, xhat = (x - mean) * rstd.  ACCUMULATES into dx: in the transformer
 //             the LN input is the residual stream, whose gradient already holds the skip path.
@@ -23,6 +25,7 @@
 
 #include "common/error.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
@@ -30,18 +33,18 @@ namespace vit {
 constexpr int LN_WARPS = 8;         // rows per block in the row kernels (256 threads)
 constexpr int LN_BWD_ROWS = 128;    // rows per chunk of the dw/db partial sums
 
-template <bool VEC>
+template <bool VEC, class YT>
 static __global__ void __launch_bounds__(LN_WARPS * 32) layernorm_forward_kernel(const floatX* __restrict__ x,
                                                 const floatX* __restrict__ w,
                                                 const floatX* __restrict__ b,
-                                                floatX* __restrict__ y, float* __restrict__ mean,
+                                                YT* __restrict__ y, float* __restrict__ mean,
                                                 float* __restrict__ rstd, int N, int C,
                                                 float eps) {
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * LN_WARPS + threadIdx.x / 32;
   if (row >= N) return;  // the whole warp leaves together
   const floatX* xr = x + (size_t)row * C;
-  floatX* yr = y + (size_t)row * C;
+  YT* yr = y + (size_t)row * C;
 
   float s = 0.0f;
   if (VEC) {
@@ -79,10 +82,10 @@ static __global__ void __launch_bounds__(LN_WARPS * 32) layernorm_forward_kernel
       o.y = (v.y - m) * r * wv.y + bv.y;
       o.z = (v.z - m) * r * wv.z + bv.z;
       o.w = (v.w - m) * r * wv.w + bv.w;
-      *reinterpret_cast<float4*>(yr + i) = o;
+      store4(yr + i, o);
     }
   } else {
-    for (int i = lane; i < C; i += 32) yr[i] = ((float)xr[i] - m) * r * (float)w[i] + (float)b[i];
+    for (int i = lane; i < C; i += 32) store1(yr + i, ((float)xr[i] - m) * r * (float)w[i] + (float)b[i]);
   }
   if (lane == 0) {
     if (mean) mean[row] = m;
@@ -203,19 +206,28 @@ inline size_t layernorm_scratch_floats(int N, int C) {
   return 2 * (size_t)ceil_div((size_t)N, LN_BWD_ROWS) * (size_t)C;
 }
 
-// y (N, C) =; mean, rstd (N) = (either may be nullptr).
-inline void layernorm_forward(cudaStream_t st, const float* x, const float* w, const float* b,
-                              float* y, float* mean, float* rstd, int N, int C, float eps) {
+// y (N, C) =; mean, rstd (N) = (either may be nullptr). y: float, or bf16 (--precision bf16).
+template <class YT>
+inline void layernorm_forward_t(cudaStream_t st, const float* x, const float* w, const float* b,
+                                YT* y, float* mean, float* rstd, int N, int C, float eps) {
   if (N <= 0) return;
   if (C <= 0) throw Error("layernorm_forward: width C must be positive");
-  const bool vec = C % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(b) && aligned16(y);
+  const bool vec = C % 4 == 0 && aligned16(x) && aligned16(w) && aligned16(b) && aligned_store4(y);
   const unsigned grid = ceil_div(N, LN_WARPS);
   if (vec)
-    LAUNCH(layernorm_forward_kernel<true>, grid, LN_WARPS * 32, 0, st, x, w, b, y, mean, rstd, N,
-           C, eps);
+    LAUNCH((layernorm_forward_kernel<true, YT>), grid, LN_WARPS * 32, 0, st, x, w, b, y, mean,
+           rstd, N, C, eps);
   else
-    LAUNCH(layernorm_forward_kernel<false>, grid, LN_WARPS * 32, 0, st, x, w, b, y, mean, rstd,
-           N, C, eps);
+    LAUNCH((layernorm_forward_kernel<false, YT>), grid, LN_WARPS * 32, 0, st, x, w, b, y, mean,
+           rstd, N, C, eps);
+}
+inline void layernorm_forward(cudaStream_t st, const float* x, const float* w, const float* b,
+                              float* y, float* mean, float* rstd, int N, int C, float eps) {
+  layernorm_forward_t(st, x, w, b, y, mean, rstd, N, C, eps);
+}
+inline void layernorm_forward(cudaStream_t st, const float* x, const float* w, const float* b,
+                              bf16* y, float* mean, float* rstd, int N, int C, float eps) {
+  layernorm_forward_t(st, x, w, b, y, mean, rstd, N, C, eps);
 }
 
 // dx (N, C) +=, dw (C) +=, db (C) +=. scratch: layernorm_scratch_floats(N, C) floats.

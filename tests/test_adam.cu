@@ -8,6 +8,9 @@
 // two tensors and padding: the element-by-element path). Two thread orders; bitwise identical
 // across runs. Tolerances: the norm rtol 1e-5 (float partial sums vs the reference's double);
 // p, m, v rtol 1e-5 with atol 1e-7 / 1e-8 / 1e-10 (their scales: ~0.1, ~1e-2, ~1e-4).
+// --precision bf16: the second run of each order also writes the BF16 weight copy; p, m, v must
+// be bitwise those of the run without it, and the copy exactly __float2bfloat16 of the updated
+// p (round to nearest even: one rounding of the FP32 master weight), padding untouched.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,6 +66,8 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
   DeviceBuffer<float> d_p(n), d_g(g), d_m(n), d_v(n), d_nc(2);
   DeviceBuffer<float> scratch(vit::grad_norm_scratch_floats(n));
   DeviceBuffer<vit::TensorSpan> d_spans(spans);
+  DeviceBuffer<__nv_bfloat16> d_p16(n);
+  const vector<__nv_bfloat16> p16_init(n, __float2bfloat16(9.0f));
   vector<vector<float>> first;
   vit_test::for_each_thread_order([&](const char* order) {
     SCOPED_TRACE(order);
@@ -70,9 +75,10 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
       d_p.upload(p0);
       d_m.upload(m0);
       d_v.upload(v0);
+      d_p16.upload(p16_init);
       vit::grad_norm_clip(0, d_g, n, c.grad_scale, o.clip_grad, d_nc, scratch);
       vit::adam_update(0, d_p, d_g, d_m, d_v, n, d_spans, (int)spans.size(), o, lr, c.t,
-                       c.grad_scale, d_nc);
+                       c.grad_scale, d_nc, run == 1 ? d_p16.get() : nullptr);
       vector<vector<float>> out = {d_nc.download(), d_p.download(), d_m.download(), d_v.download()};
       EXPECT_NEAR(out[0][0], norm, 1e-5 * norm) << "norm";
       EXPECT_NEAR(out[0][1], coef, 1e-5 * coef) << "clip coefficient";
@@ -82,6 +88,19 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
       if (first.empty()) first = out;
       for (size_t k = 0; k < out.size(); ++k)
         EXPECT_TRUE(vit_test::bitwise_equal(out[k], first[k])) << "output " << k;
+      if (run == 1) {
+        const vector<__nv_bfloat16> p16 = d_p16.download();
+        vector<char> in_span(n, 0);
+        for (const auto& s : spans)
+          for (size_t i = 0; i < s.numel; ++i) in_span[s.offset + i] = 1;
+        size_t bad = 0;
+        for (size_t i = 0; i < n; ++i) {
+          const float want = in_span[i] ? __bfloat162float(__float2bfloat16(out[1][i])) : 9.0f;
+          if (__bfloat162float(p16[i]) != want && bad++ < 5)
+            ADD_FAILURE() << "p16[" << i << "] = " << __bfloat162float(p16[i]) << ", want " << want;
+        }
+        EXPECT_EQ(bad, 0u) << "BF16 weight copy";
+      }
     }
   });
   // Padding (in no span) untouched, bitwise.

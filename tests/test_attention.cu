@@ -139,6 +139,61 @@ TEST_P(AttentionTest, MatchesReferenceAndIsDeterministic) {
   }
 }
 
+// --precision bf16 saves qkv and out in BF16; the kernels convert on load and round out once on
+// store. So (bitwise): the BF16 forward's out is bf16(the FP32 forward's out on the rounded
+// qkv), its lse the FP32 forward's; the BF16 backward's dqkv is the FP32 backward's on the
+// rounded qkv and the rounded out. The FP32 tests above thus cover the BF16 path's math. And
+// out differs from the unrounded run's (the BF16 path did read BF16).
+std::vector<float> round_bf16(const std::vector<float>& v) {
+  std::vector<float> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(__float2bfloat16(v[i]));
+  return r;
+}
+std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& v) {
+  std::vector<__nv_bfloat16> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
+  return r;
+}
+std::vector<float> from_bf16(const std::vector<__nv_bfloat16>& v) {
+  std::vector<float> r(v.size());
+  for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
+  return r;
+}
+
+TEST_P(AttentionTest, Bf16IsTheFp32KernelOnRoundedValues) {
+  VIT_REQUIRE_GPU();
+  const Case c = GetParam();
+  const uint64_t seed = 1234, step = 7;
+  const uint32_t site = vit::layer_site(3, 0);
+  const size_t BT = (size_t)c.B * c.T, NL = (size_t)c.B * c.NH * c.T;
+  const std::vector<float> qkv_h = random_vec(BT * 3 * c.C, 11 + c.T, -c.range, c.range);
+  const std::vector<float> dout_h = random_vec(BT * c.C, 22 + c.T, -1.0f, 1.0f);
+  const std::vector<float> qkv_r = round_bf16(qkv_h);
+  Buf dout(dout_h), scratch = nan_buffer(vit::attention_scratch_floats(c.B, c.T, c.C, c.NH));
+  // FP32 kernels on the rounded qkv; the backward then on the rounded out.
+  Buf q32(qkv_r), out32 = nan_buffer(BT * c.C), lse32 = nan_buffer(NL), dq32 = nan_buffer(BT * 3 * c.C);
+  vit::attention_forward(0, q32, out32, lse32, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
+  const std::vector<float> out_f = out32.download();
+  Buf out_r(round_bf16(out_f));
+  vit::attention_backward(0, dout, q32, out_r, lse32, dq32, scratch, c.B, c.T, c.C, c.NH,
+                          c.p_drop, seed, site, step);
+  // BF16 kernels.
+  vit_test::DeviceBuffer<__nv_bfloat16> q16(to_bf16(qkv_h)), out16(BT * c.C);
+  Buf lse16 = nan_buffer(NL), dq16 = nan_buffer(BT * 3 * c.C);
+  vit::attention_forward(0, q16.get(), out16.get(), lse16, c.B, c.T, c.C, c.NH, c.p_drop, seed,
+                         site, step);
+  vit::attention_backward(0, dout, (const __nv_bfloat16*)q16.get(),
+                          (const __nv_bfloat16*)out16.get(), lse16, dq16, scratch, c.B, c.T, c.C,
+                          c.NH, c.p_drop, seed, site, step);
+  EXPECT_TRUE(bitwise_equal(from_bf16(out16.download()), round_bf16(out_f))) << "out";
+  EXPECT_TRUE(bitwise_equal(lse16.download(), lse32.download())) << "lse";
+  EXPECT_TRUE(bitwise_equal(dq16.download(), dq32.download())) << "dqkv";
+  // Unrounded qkv: a different out.
+  Buf qu(qkv_h), outu = nan_buffer(BT * c.C), lseu = nan_buffer(NL);
+  vit::attention_forward(0, qu, outu, lseu, c.B, c.T, c.C, c.NH, c.p_drop, seed, site, step);
+  EXPECT_FALSE(bitwise_equal(outu.download(), out_f)) << "rounding qkv changed nothing";
+}
+
 // B, T, C, NH chosen so every supported head dim, the presets' (T, hd) and tails of every kind
 // (T = 17, 65, 197, 257 against 32-row blocks and tiles) are covered, with small B*NH for simt.
 INSTANTIATE_TEST_SUITE_P(

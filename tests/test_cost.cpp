@@ -71,17 +71,17 @@ TEST(StepModel, LaunchCountsMatchTheCudaModelsStep) {
   // gelu bwd, 2 LN bwd x 3, 2 attention] (228) + embed dropout bwd, patch sums, patch bias (3) =
   // 233; optimizer: grad norm (2) + Adam (1). GEMMs: forward 1 + 12 x 4 + 1, backward 2 + 12 x 8
   // + 1. Memsets: zero grads, dres.
-  std::vector<StepOp> b = step_ops(preset("basic"), 64, Precision::TF32);
+  std::vector<StepOp> b = step_ops(preset("basic"), 64, Precision::Tf32);
   EXPECT_EQ(launches_of(b, StepOp::Gemm), 149);
   EXPECT_EQ(launches_of(b, StepOp::Memset), 2);
   EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 351);
   // vit-b16: no dropout (-1 forward, -25 backward kernels), final LN (+1 forward, +3 backward
   // kernels, +1 memset).
-  std::vector<StepOp> v = step_ops(preset("vit-b16"), 32, Precision::BF16);
+  std::vector<StepOp> v = step_ops(preset("vit-b16"), 32, Precision::Bf16);
   EXPECT_EQ(launches_of(v, StepOp::Gemm), 149);
   EXPECT_EQ(launches_of(v, StepOp::Memset), 3);
   EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 329);
-  EXPECT_EQ(step_time(v, Precision::BF16, named_gpus()[1]).launches, 481);
+  EXPECT_EQ(step_time(v, Precision::Bf16, named_gpus()[1]).launches, 481);
 }
 
 TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
@@ -91,7 +91,7 @@ TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
     Config c = preset(p);
     StepCost s = step_cost(c, 8);
     double gemm = 0;
-    for (const StepOp& op : step_ops(c, 8, Precision::FP32))
+    for (const StepOp& op : step_ops(c, 8, Precision::Fp32))
       if (op.kind == StepOp::Gemm) gemm += op.count * op.flops;
     EXPECT_NEAR(gemm, s.train.total() - s.train.attention, 1e-9 * gemm) << p;
   }
@@ -102,7 +102,7 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   Config c = preset("tiny");
   const int B = 4;
   const double T = 17, C = 64, bt = B * T, n = bt * C;
-  std::vector<StepOp> ops = step_ops(c, B, Precision::FP32);
+  std::vector<StepOp> ops = step_ops(c, B, Precision::Fp32);
   auto find = [&](const std::string& name) -> const StepOp& {
     for (const StepOp& op : ops)
       if (op.name == name) return op;
@@ -114,7 +114,7 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   EXPECT_DOUBLE_EQ(find("fc1 gemm").bytes, 4.0 * (68 * 64 + 64 * 128 + 68 * 128));
   EXPECT_EQ(find("fc1 gemm").count, 2);
   // The same GEMM in BF16 moves half the bytes.
-  std::vector<StepOp> bf = step_ops(c, B, Precision::BF16);
+  std::vector<StepOp> bf = step_ops(c, B, Precision::Bf16);
   for (const StepOp& op : bf)
     if (op.name == "fc1 gemm") EXPECT_DOUBLE_EQ(op.bytes, 2.0 * (68 * 64 + 64 * 128 + 68 * 128));
   // Adam reads p, g, m, v and writes p, m, v: 28 bytes per parameter.
@@ -134,7 +134,7 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
       {StepOp::Gemm, "g", 2, 4e9, 1e6},         // 4 ms of FP32 compute vs 10 us of bytes
       {StepOp::Memory, "m", 3, 0, 1e5},         // 1 us of bytes: shorter than a launch
       {StepOp::Attention, "a", 1, 1e9, 1e3}};   // 1e9 instructions at 0.5e12/s = 2 ms
-  StepTime t = step_time(two, Precision::FP32, g, a);
+  StepTime t = step_time(two, Precision::Fp32, g, a);
   EXPECT_EQ(t.launches, 6);
   EXPECT_DOUBLE_EQ(t.gemm_s, 2 * 4e-3);
   EXPECT_DOUBLE_EQ(t.memory_s, 3 * 1e-6);
@@ -143,8 +143,8 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   EXPECT_NEAR(t.graph_s(), 8e-3 + 3e-6 + 2e-3 + 6e-6 + 10e-6, 1e-12);
   EXPECT_NEAR(t.eager_s(), 2 * (4e-3 + 1e-6) + 3 * 3e-6 + (2e-3 + 1e-6), 1e-12);
   // TF32 runs the GEMM 4x faster on this GPU, BF16 8x; the memory op does not change.
-  EXPECT_DOUBLE_EQ(step_time(two, Precision::TF32, g, a).gemm_s, 2 * 1e-3);
-  EXPECT_DOUBLE_EQ(step_time(two, Precision::BF16, g, a).gemm_s, 2 * 0.5e-3);
+  EXPECT_DOUBLE_EQ(step_time(two, Precision::Tf32, g, a).gemm_s, 2 * 1e-3);
+  EXPECT_DOUBLE_EQ(step_time(two, Precision::Bf16, g, a).gemm_s, 2 * 0.5e-3);
 }
 
 TEST(StepModel, ReportHasEveryPrecisionAndTheFloor) {
@@ -161,4 +161,25 @@ TEST(StepModel, AllReduceIsTheRingsBusBytesOverTheLink) {
   EXPECT_DOUBLE_EQ(allreduce_seconds(1e9, 1, g), 0.0);
   std::string r = cost_report(preset("basic"), "basic", 64, 50000);
   EXPECT_NE(r.find("36.3 MiB FP32 gradients"), std::string::npos) << r;  // 9,509,130 x 4 bytes
+}
+
+TEST(CostModel, Bf16RowsHalveTheActivationsButNotTheStatistics) {
+  // tiny: T 17, C 64, M 128, 2 layers, 2 heads, no final LN, patch 8 (N 16, P 192), 10 classes.
+  const Config c = preset("tiny");
+  const double T = c.tokens(), C = c.hidden, M = c.mlp, L = c.layers, NH = c.heads;
+  const double N = c.patches(), P = c.patch_dim(), K = c.classes;
+  const double stats = L * (4 * T + NH * T);  // LN mean/rstd, attention LSE: FP32
+  const double per_image = N * P + T * C + L * (8 * T * C + 2 * T * M + 4 * T + NH * T) + 2 * K;
+  const StepCost s = step_cost(c, 8);
+  EXPECT_DOUBLE_EQ(s.activation_bytes, 4 * 8 * per_image);
+  EXPECT_DOUBLE_EQ(s.activation_bytes_bf16, 8 * (2 * (per_image - stats) + 4 * stats));
+  EXPECT_DOUBLE_EQ(s.min_bytes - s.min_bytes_bf16,
+                   2 * (s.activation_bytes - s.activation_bytes_bf16) + 2.0 * s.params);
+  // Roofline: compute at twice the TF32 peak, memory at the BF16 traffic.
+  GpuSpec compute_bound{"x", 1e12, 1e12, 1e18};
+  GpuSpec memory_bound{"y", 1e18, 1e18, 1e9};
+  EXPECT_DOUBLE_EQ(roofline_seconds_bf16(s, compute_bound), s.train.total() / 2e12);
+  EXPECT_DOUBLE_EQ(roofline_seconds_bf16(s, memory_bound), s.min_bytes_bf16 / 1e9);
+  const std::string r = cost_report(c, "tiny", 8, 320);
+  EXPECT_NE(r.find("roofline floor (BF16 GEMMs"), std::string::npos) << r;
 }

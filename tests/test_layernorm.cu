@@ -8,8 +8,14 @@
 // sums over up to 394 rows, summed sequentially in float by the reference and in chunks here.
 // Measured under simt: y, dx within ~3e-7 relative; dw/db up to ~3e-6 relative (sums of terms
 // that cancel). rtol 1e-5, atol 1e-5 on O(1..30) values (atol covers entries near zero).
+// BF16 output (--precision bf16): the same FP32 statistics and arithmetic, y rounded once, so y16
+// must be bitwise __float2bfloat16 of the FP32 kernel's y (and mean/rstd bitwise the same), and
+// within one BF16 rounding of the reference: |y16 - y_ref| <= 2^-8 |y_ref| + 1e-5 (unit roundoff
+// of 8 significant bits; measured under simt: worst ratio to that bound 0.85..0.995, printed:
+// the bound is tight, a rounding reaches almost half an ulp).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "cpu/layernorm.h"
@@ -47,6 +53,8 @@ void check_layernorm(int N, int C, float eps) {
   DeviceBuffer<float> d_x(x), d_w(w), d_b(b), d_dy(dy), d_y((size_t)N * C), d_mean(N), d_rstd(N);
   DeviceBuffer<float> scratch(vit::layernorm_scratch_floats(N, C));
   DeviceBuffer<float> d_dx((size_t)N * C), d_dw(C), d_db(C);
+  DeviceBuffer<__nv_bfloat16> d_y16((size_t)N * C);
+  DeviceBuffer<float> d_mean16(N), d_rstd16(N);
 
   vector<vector<float>> first;  // outputs of the first run, for the determinism check
   vit_test::for_each_thread_order([&](const char* order) {
@@ -65,6 +73,21 @@ void check_layernorm(int N, int C, float eps) {
       EXPECT_TRUE(vit_test::allclose(out[3], rdx, RTOL, ATOL)) << "dx";
       EXPECT_TRUE(vit_test::allclose(out[4], rdw, RTOL, ATOL)) << "dw";
       EXPECT_TRUE(vit_test::allclose(out[5], rdb, RTOL, ATOL)) << "db";
+      vit::layernorm_forward(0, d_x.get(), d_w.get(), d_b.get(), d_y16.get(), d_mean16.get(),
+                             d_rstd16.get(), N, C, eps);
+      const vector<__nv_bfloat16> y16 = d_y16.download();
+      size_t differ = 0;
+      double worst = 0;
+      for (size_t i = 0; i < y16.size(); ++i) {
+        const float v = __bfloat162float(y16[i]);
+        differ += v != __bfloat162float(__float2bfloat16(out[0][i]));
+        worst = std::max(worst, std::fabs(v - ry[i]) / (std::fabs(ry[i]) / 256 + 1e-5));
+      }
+      EXPECT_EQ(differ, 0u) << "y16 is not bf16(y)";
+      EXPECT_LE(worst, 1.0) << "y16 vs the reference";
+      EXPECT_TRUE(vit_test::bitwise_equal(d_mean16.download(), out[1])) << "mean (bf16 y)";
+      EXPECT_TRUE(vit_test::bitwise_equal(d_rstd16.download(), out[2])) << "rstd (bf16 y)";
+      if (first.empty()) printf("    N=%d C=%d: bf16 y error / bound %.3f\n", N, C, worst);
       if (first.empty()) {
         first = out;
       } else {  // every run and every thread order: the same bits

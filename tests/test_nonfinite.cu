@@ -78,7 +78,7 @@ TEST(CudaNonFinite, BothModelsReportTheFirstStep) {
   vit::Config c = vit::preset("tiny");
   vit::ModelOptions o;
   o.max_batch = 4;
-  o.tf32 = false;
+  o.precision = vit::Precision::Fp32;
   expect_model_reports(vit::make_cpu_model(c, o));
   expect_model_reports(vit::make_cuda_model(c, o));
 }

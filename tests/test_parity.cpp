@@ -54,7 +54,7 @@ void run_parity(const Case& k) {
   mo.max_batch = B;
   mo.input.src_size = 32;
   mo.input.augment = vit::Augment::None;
-  mo.tf32 = false;
+  mo.precision = vit::Precision::Fp32;
   auto m = vit::make_cpu_model(c, mo);
   const vit::ParamLayout& l = m->layout();
   ASSERT_EQ(l.total, w.params.size());

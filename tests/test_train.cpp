@@ -133,10 +133,41 @@ TEST(TrainOptions, RoundTripAndErrors) {
   bad("label_smoothing", "1", "--label-smoothing");
   bad("device", "tpu", "--device");
   bad("store_size", "-1", "--store-size");
+  bad("precision", "fp16", "--precision");
   vit::TrainOptions q;
   q.batch_size = 30;
   q.accum_steps = 4;
   EXPECT_THROW(q.validate(), vit::Error);
+}
+
+TEST(TrainOptions, PrecisionAndItsTf32Aliases) {
+  vit::TrainOptions o;
+  EXPECT_EQ(o.precision, "auto");  // resolved by train_main, never recorded as auto
+  for (const char* p : {"bf16", "tf32", "fp32"}) {
+    o.set("precision", p);
+    EXPECT_EQ(o.to_map().at("precision"), p);
+  }
+  // --tf32 / --no-tf32, and the "tf32" key of checkpoints written before --precision.
+  o.set("tf32", "true");
+  EXPECT_EQ(o.precision, "tf32");
+  o.set("tf32", "false");
+  EXPECT_EQ(o.precision, "fp32");
+  EXPECT_EQ(o.to_map().count("tf32"), 0u);
+}
+
+TEST(TrainOptions, PrecisionOnTheCpuIsFp32WithANote) {
+  TempDir d;
+  Result r = run_train(base_args(d / "run", {"--epochs", "0", "--precision", "bf16"}));
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("note: --device cpu ignores --precision bf16"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("device cpu (precision fp32)"), std::string::npos) << r.out;
+  nlohmann::json j = nlohmann::json::parse(slurp(d / "run/config.json"));
+  EXPECT_EQ(j["train"]["precision"], "fp32");
+  // Both spellings at once: one line, exit 1.
+  Result both = run_train(base_args(d / "b", {"--precision", "tf32", "--no-tf32"}));
+  EXPECT_EQ(both.rc, 1);
+  EXPECT_NE(both.err.find("--precision and --tf32/--no-tf32 exclude each other"),
+            std::string::npos) << both.err;
 }
 
 TEST(TrainState, MetadataRoundTripIsExact) {
