@@ -239,6 +239,14 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
     add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
         50 * t * steps);
   }
+  add("  bf16 (--precision bf16): activations %.1f MiB, min DRAM traffic/step %.1f MiB\n",
+      s.activation_bytes_bf16 / 1048576.0, s.min_bytes_bf16 / 1048576.0);
+  add("  roofline floor (BF16 GEMMs, 2x the TF32 peak), per step / per epoch / 50 epochs:\n");
+  for (const GpuSpec& g : named_gpus()) {
+    double t = roofline_seconds_bf16(s, g);
+    add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
+        50 * t * steps);
+  }
   const ModelAssumptions a;
   add("  step-time model: the sum of every launch's estimate (GEMMs at %.0f%% of the precision's "
       "peak, other kernels' bytes at %.0f%% of DRAM bandwidth, attention's FP32 instructions at "
@@ -267,16 +275,6 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
         1e3 * allreduce_seconds(grad_bytes, 2, g), 1e3 * allreduce_seconds(grad_bytes, 4, g),
         1e3 * allreduce_seconds(grad_bytes, 8, g),
         g.link_bandwidth > 100e9 ? "NVLink" : "PCIe 4.0 x16", g.link_bandwidth / 1e9);
-}
-
-  add("  bf16 (--precision bf16): activations %.1f MiB, min DRAM traffic/step %.1f MiB\n",
-      s.activation_bytes_bf16 / 1048576.0, s.min_bytes_bf16 / 1048576.0);
-  add("  roofline floor (BF16 GEMMs, 2x the TF32 peak), per step / per epoch / 50 epochs:\n");
-  for (const GpuSpec& g : named_gpus()) {
-    double t = roofline_seconds_bf16(s, g);
-    add("    %-14s %8.3f ms  %8.1f s  %8.1f s\n", g.name.c_str(), 1e3 * t, t * steps,
-        50 * t * steps);
-  }
   return out;
 }
 

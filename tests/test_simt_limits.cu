@@ -196,7 +196,7 @@ TEST(SimtLimits, StaticPlusDynamicSharedMemoryMustFit) {
 TEST(SimtLimits, ProjectKernelsReportTheirBoundsAndStaticSharedMemory) {
   VIT_REQUIRE_GPU();
   cudaFuncAttributes a;
-  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::layernorm_forward_kernel<true>));
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::layernorm_forward_kernel<true, float>));
   EXPECT_EQ(a.maxThreadsPerBlock, vit::LN_WARPS * 32);
   EXPECT_EQ(a.sharedSizeBytes, 0u);
   CUDA_CHECK(cudaFuncGetAttributes(&a, vit::layernorm_backward_dwdb_partial_kernel));
@@ -204,9 +204,9 @@ TEST(SimtLimits, ProjectKernelsReportTheirBoundsAndStaticSharedMemory) {
   EXPECT_EQ(a.sharedSizeBytes, 2u * 8 * 33 * sizeof(float));  // acc_w, acc_b
   CUDA_CHECK(cudaFuncGetAttributes(&a, vit::colsum_partial_kernel));
   EXPECT_EQ(a.sharedSizeBytes, 8u * 33 * sizeof(float));
-  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_forward_kernel<64>));
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_forward_kernel<64, float>));
   EXPECT_EQ(a.maxThreadsPerBlock, vit::attn_detail::kRows * (64 / vit::attn_detail::kFeat));
-  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_backward_dq_kernel<16>));
+  CUDA_CHECK(cudaFuncGetAttributes(&a, vit::attn_detail::attention_backward_dq_kernel<16, float>));
   EXPECT_EQ(a.maxThreadsPerBlock, vit::attn_detail::kRows * (16 / vit::attn_detail::kFeat));
 }
 

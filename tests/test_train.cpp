@@ -234,8 +234,8 @@ TEST(TrainEndToEnd, LearnsTheToyDatasetAndWritesEveryOutput) {
   EXPECT_EQ(j["train"]["lr"].get<double>(), 0.002);  // --lr 2e-3, no float32 noise
   EXPECT_EQ(j["train"]["lr"].dump(), "0.002");
   EXPECT_EQ(j["train"]["seed"], 7);
-  ASSERT_TRUE(j["train"]["tf32"].is_boolean());
-  EXPECT_EQ(j["train"]["tf32"], true);
+  EXPECT_EQ(j["train"]["precision"], "fp32");  // --device cpu: the reference is FP32
+  ASSERT_TRUE(j["train"]["freeze_backbone"].is_boolean());
   EXPECT_EQ(j["train"]["freeze_backbone"], false);
   EXPECT_EQ(j["train"]["optimizer"], "adam");
   EXPECT_EQ(j["train"]["device"], "cpu");
