@@ -5,6 +5,7 @@
 #                   and the CUDA tests built by nvcc (run on a GPU when one is present)
 #   make bench      ./vit_bench
 #   make resources  registers / spills / shared memory per kernel from ptxas
+#   make fuzz       fuzz the file and command-line readers (clang/libFuzzer; FUZZ_SECONDS=N each)
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
 #   make data       download and verify CIFAR-10 into data/
 #   make weights    export torchvision's ImageNet vit_b_16 to vit_b_16.safetensors (needs torch)
@@ -64,7 +65,7 @@ HOST_GPU   := $(HOST_SRC:%.cu=build/gpu/%.o)
 HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
 SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
 
-.PHONY: all test test-simt test-gpu bench resources deps data weights clean check-nvcc check-headers
+.PHONY: all test test-simt test-gpu bench resources deps data weights clean check-nvcc check-headers check-fuzz-cxx
 all: vit_train vit_predict
 
 # --- one-line diagnoses for a missing toolchain or package ------------------------------------
@@ -146,12 +147,54 @@ test:
 	@$(MAKE) --no-print-directory -j$(NPROC) build/test_simt build/test_gpu
 	@st=0; ./build/test_gpu || st=1; ./build/test_simt || st=1; exit $$st
 
+# --- fuzzing (docs/reliability.md) ------------------------------------------------------------
+# libFuzzer targets in fuzz/, one per reader, built with clang: the readers (common/, cpu/) with
+# coverage + ASan + UBSan into one archive, each target linked against it. `make fuzz` builds
+# them, writes the seed corpus (fuzz/make_seeds + tests/fixtures) and runs each target for
+# FUZZ_SECONDS (tools/run_fuzz.sh); a finding fails the target and is left in build/fuzz/artifacts/.
+FUZZ_CXX      ?= clang++
+FUZZ_SECONDS  ?= 60
+FUZZ_TARGETS  := safetensors weights cifar image cli
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CXXFLAGS := -std=c++17 -O1 -g -I. -fopenmp -MMD -MP -Wall -Wno-unused-parameter $(FUZZ_SAN)
+FUZZ_LIB_OBJ  := $(filter-out build/fuzz/obj/bench/%,$(PLAIN_SRC:%.cpp=build/fuzz/obj/%.o))
+.PHONY: fuzz fuzz-build
+.SECONDARY: $(FUZZ_TARGETS:%=build/fuzz/obj/fuzz/fuzz_%.o)
+build/fuzz/obj/%.o: %.cpp | build/.headers-ok check-fuzz-cxx
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+# stb_image 2.27 (compiled inside common/image.cpp) shifts by >= 32 bits and shifts negative
+# values in its JPEG bit reader and IDCT when a scan runs out of data, and lets a JPEG's DC
+# prediction overflow int: memory-safe (a shift count is masked and the Huffman decoder's length
+# checks then end the decode; the overflowed sums are coefficients, stored as shorts, never
+# indices; upstream 2.28 turns both into errors), so UBSan's shift and signed-overflow checks
+# are off for that one object (docs/reliability.md); bounds and every other check stay on, and
+# ASan sees every access.
+build/fuzz/obj/common/image.o: FUZZ_CXXFLAGS += -fno-sanitize=shift,signed-integer-overflow
+build/fuzz/libvit.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/libvit.a
+	$(FUZZ_CXX) $(FUZZ_SAN) -fsanitize=fuzzer -fopenmp -o $@ $^ -lopenblas
+# stb_image_write's JPEG encoder shifts negative values (UB, harmless on every compiler here):
+# the seed writer is a tool, not under test, so its own object goes without UBSan.
+build/fuzz/obj/fuzz/make_seeds.o: fuzz/make_seeds.cpp | build/.headers-ok check-fuzz-cxx
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fno-sanitize=undefined -c $< -o $@
+build/fuzz/make_seeds: build/fuzz/obj/fuzz/make_seeds.o build/fuzz/libvit.a
+	$(FUZZ_CXX) $(FUZZ_SAN) -fopenmp -o $@ $^ -lopenblas
+check-fuzz-cxx:
+	@command -v $(FUZZ_CXX) >/dev/null || { echo "error: $(FUZZ_CXX) not found: make fuzz needs clang with libFuzzer (Debian packages clang libclang-rt-14-dev, or run: sudo make deps)" >&2; exit 1; }
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%) build/fuzz/make_seeds
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tools/run_fuzz.sh $(FUZZ_TARGETS)
+
 # --- the rest -------------------------------------------------------------------------------------
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  g++ make curl ca-certificates libgtest-dev libboost-context-dev libstb-dev \
-	  nlohmann-json3-dev libopenblas-dev gnuplot-nox
+	  nlohmann-json3-dev libopenblas-dev gnuplot-nox clang libclang-rt-14-dev libomp-14-dev
 
 data:
 	bash data/get_cifar10.sh data
