@@ -5,6 +5,7 @@
 #                   and the CUDA tests built by nvcc (run on a GPU when one is present)
 #   make bench      ./vit_bench
 #   make resources  registers / spills / shared memory per kernel from ptxas
+#   make gpu-check  the GPU acceptance run (tools/gpu_check.sh); make gpu-tools fetches what it needs
 #   make fuzz       fuzz the file and command-line readers (clang/libFuzzer; FUZZ_SECONDS=N each)
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
 #   make data       download and verify CIFAR-10 into data/
@@ -84,6 +85,11 @@ build/.headers-ok: | build
 build/.test-headers-ok: | build
 	$(call check_headers,$(TEST_HEADERS))
 	@touch $@
+# build/test_gpu needs GoogleTest but not Boost.Context (only simt uses it): a GPU machine
+# that builds just the nvcc tests (make gpu-check) need not have Boost.
+build/.gtest-headers-ok: | build
+	$(call check_headers,gtest/gtest.h:libgtest-dev)
+	@touch $@
 build:
 	@mkdir -p build
 
@@ -94,7 +100,7 @@ build/cpu/%.o: %.cpp | build/.headers-ok
 build/gpu/%.o: %.cu | check-nvcc build/.headers-ok
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(GENCODE) -c $< -o $@
-build/gpu-test/%.o: %.cu | check-nvcc build/.headers-ok build/.test-headers-ok
+build/gpu-test/%.o: %.cu | check-nvcc build/.headers-ok build/.gtest-headers-ok
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(TEST_GENCODE) -c $< -o $@
 build/simt/%.o: %.cu | build/.headers-ok build/.test-headers-ok
@@ -188,6 +194,29 @@ check-fuzz-cxx:
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%) build/fuzz/make_seeds
 fuzz: fuzz-build
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tools/run_fuzz.sh $(FUZZ_TARGETS)
+
+# --- the GPU acceptance run (tools/gpu_check.sh, docs/reliability.md) ---------------------------
+# make gpu-check [GPU_CHECK_OUT=DIR]: on a machine with a GPU, build for it, run every CUDA test,
+# compute-sanitizer, the stream-race stress test, vit_bench and a short vit_train on synthetic
+# data (cuda vs cpu); results into DIR (default $$OUT, else build/gpu-check). Without a GPU it
+# stops at once with one line and exit status 3.
+build/toy_cifar: build/cpu/tools/toy_cifar.o build/cpu/common/cifar.o
+	$(CXX) $(CXXFLAGS) -o $@ $^
+build/cpu/tools/%.o: tools/%.cpp | build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+.PHONY: gpu-check gpu-tools
+gpu-check:
+	@bash tools/gpu_check.sh $(GPU_CHECK_OUT)
+# What gpu-check needs that a GPU machine without network may lack, fetched here into the
+# ignored tools/.gpu-tools/: the Debian packages of the build (headers and libraries, unpacked
+# there by gpu_check.sh when the machine has none) and the nvidia-cuda-sanitizer-api wheel.
+GPU_TOOL_DEBS := libgtest-dev libgmock-dev nlohmann-json3-dev libstb-dev libstb0 libopenblas-dev \
+                 libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5
+gpu-tools:
+	@mkdir -p tools/.gpu-tools/debs tools/.gpu-tools/wheels
+	cd tools/.gpu-tools/debs && apt-get download $(GPU_TOOL_DEBS)
+	-$(PYTHON) -m pip download --no-deps --only-binary=:all: -d tools/.gpu-tools/wheels nvidia-cuda-sanitizer-api-cu12
 
 # --- the rest -------------------------------------------------------------------------------------
 deps:
