@@ -193,7 +193,7 @@ check-fuzz-cxx:
 	@command -v $(FUZZ_CXX) >/dev/null || { echo "error: $(FUZZ_CXX) not found: make fuzz needs clang with libFuzzer (Debian packages clang libclang-rt-14-dev, or run: sudo make deps)" >&2; exit 1; }
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%) build/fuzz/make_seeds
 fuzz: fuzz-build
-	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tools/run_fuzz.sh $(FUZZ_TARGETS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) bash tools/run_fuzz.sh $(FUZZ_TARGETS)
 
 # --- the GPU acceptance run (tools/gpu_check.sh, docs/reliability.md) ---------------------------
 # make gpu-check [GPU_CHECK_OUT=DIR]: on a machine with a GPU, build for it, run every CUDA test,

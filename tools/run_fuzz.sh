@@ -17,6 +17,8 @@ set -uo pipefail
 export UBSAN_OPTIONS="print_stacktrace=1:${UBSAN_OPTIONS:-}"
 cd "$(dirname "$0")/.."
 : "${FUZZ_SECONDS:=60}" "${FUZZ_TIMEOUT:=10}" "${FUZZ_MALLOC_MB:=1024}" "${FUZZ_RSS_MB:=2048}"
+# FUZZ_SEED=N makes a run repeatable (CI sets it, so a red CI is a finding anyone can replay).
+SEED_FLAG=(); [ -n "${FUZZ_SEED:-}" ] && SEED_FLAG=(-seed="$FUZZ_SEED")
 B=build/fuzz
 [ $# -gt 0 ] || { echo "usage: FUZZ_SECONDS=N $0 TARGET..." >&2; exit 2; }
 
@@ -32,7 +34,7 @@ for t in "$@"; do
   [ -x "$bin" ] || { echo "run_fuzz: $bin is missing: make fuzz-build" >&2; exit 1; }
   mkdir -p "$B/corpus/$t" "$B/artifacts/$t"
   "$bin" -max_total_time="$FUZZ_SECONDS" -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" \
-    -malloc_limit_mb="$FUZZ_MALLOC_MB" -max_len=262144 -print_final_stats=1 \
+    -malloc_limit_mb="$FUZZ_MALLOC_MB" -max_len=262144 -print_final_stats=1 "${SEED_FLAG[@]}" \
     -artifact_prefix="$B/artifacts/$t/" "$B/corpus/$t" "$SEEDS/$t" >"$B/$t.log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$B/$t.log" | tail -n1)
