@@ -116,9 +116,15 @@ bool header_size(const uint8_t* d, size_t n, uint32_t* w, uint32_t* h) {
     jpeg_walk(d, n, w, h);
     return *w || *h;
   }
-  if (n >= 26 && d[0] == 'B' && d[1] == 'M') {  // BITMAPINFOHEADER: int32 width, height
+  if (n >= 26 && d[0] == 'B' && d[1] == 'M') {
     auto le32 = [&](size_t o) { return (uint32_t)d[o] | (uint32_t)d[o + 1] << 8 | (uint32_t)d[o + 2] << 16 | (uint32_t)d[o + 3] << 24; };
-    const int32_t bw = (int32_t)le32(18), bh = (int32_t)le32(22);  // height < 0: top-down
+    if (le32(14) == 12) {  // OS/2 BITMAPCOREHEADER: uint16 width, height
+      *w = (uint32_t)d[18] | (uint32_t)d[19] << 8;
+      *h = (uint32_t)d[20] | (uint32_t)d[21] << 8;
+      return true;
+    }
+    // BITMAPINFOHEADER and later: int32 width, height (height < 0: rows top-down)
+    const int32_t bw = (int32_t)le32(18), bh = (int32_t)le32(22);
     *w = bw < 0 ? 0u - (uint32_t)bw : (uint32_t)bw;
     *h = bh < 0 ? 0u - (uint32_t)bh : (uint32_t)bh;
     return true;

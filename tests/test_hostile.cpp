@@ -188,6 +188,16 @@ TEST(Hostile, ImageSizeClaims) {
   vit_test::fs::write_file(huge, with_png_size(png, 100000, 100000));
   for (auto f : {vit::check_image, +[](const std::string& p) { vit::load_image(p); }})
     expect_error([&] { f(huge); }, {huge, "100000x100000 pixels is over the limit of 67108864"});
+  // The same claim in a BMP (int32 width / height at bytes 18 / 22).
+  std::vector<uint8_t> px(9 * 7 * 3, 50);
+  std::string bmp;
+  ASSERT_TRUE(stbi_write_bmp_to_func(append, &bmp, 9, 7, 3, px.data()));
+  const std::string bmp_path = d.path("huge.bmp");
+  vit_test::fs::write_file(bmp_path, bmp);
+  EXPECT_EQ(vit::load_image(bmp_path).width, 9);
+  for (int i = 0; i < 4; ++i) bmp[18 + i] = bmp[22 + i] = (char)(100000 >> (8 * i));
+  vit_test::fs::write_file(bmp_path, bmp);
+  expect_error([&] { vit::check_image(bmp_path); }, {bmp_path, "100000x100000 pixels is over the limit"});
   // Under the limit but far more than the file can hold: 6000 x 6000 from ~70 bytes of IDAT.
   vit_test::fs::write_file(big, with_png_size(png, 6000, 6000));
   expect_error([&] { vit::load_image(big); }, {big, "6000x6000 pixels cannot be in a file of"});
