@@ -191,7 +191,7 @@ CS=$(command -v compute-sanitizer || ls "$(dirname "$NVCC")/compute-sanitizer" /
 [ -z "$CS" ] && CS=$(find tools/.gpu-tools -type f -name compute-sanitizer -perm -u+x 2>/dev/null | head -n1)
 # One test of each kernel family, plus one whole CUDA training step (cuBLAS included).
 SUBSET='LayerNormKernel.*:GeluKernel.*:DropoutKernel.*:XentKernel.*:AdamKernel.*:PatchEmbedKernel.*:InputKernel.*:Attention.*:CudaModel.TrainingStepMatchesCpuTinyAdamW'
-RACE_SUBSET='LayerNormKernel.*:XentKernel.*:AdamKernel.*:Attention.*:MatmulKernel.*'  # the kernels with shared memory
+RACE_SUBSET='LayerNormKernel.*:XentKernel.*:AdamKernel.*:Attention.*:InputKernel.*:MatmulKernel.*'  # the kernels with shared memory (matmul: its column-sum partials)
 for tool in memcheck racecheck synccheck initcheck; do
   if [ -z "$CS" ]; then record "sanitize-$tool" skipped 0 "no compute-sanitizer on this machine"; continue; fi
   filter=$SUBSET; [ "$tool" = racecheck ] && filter=$RACE_SUBSET
