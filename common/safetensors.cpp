@@ -93,8 +93,9 @@ bool as_u64(const json& v, uint64_t* out) {
 
 // How deep brackets nest in `text` outside JSON strings; stops counting past `limit`. A
 // safetensors header nests 3 deep ({name: {shape: [...]}}); checking this before parsing keeps
-// a hostile header ("[[[[...", up to 100 MB of it) from reaching the parser and the recursive
-// destruction of the tree it would build.
+// a hostile header ("[[[[...", up to 100 MB of it) from the parser, whose tree would cost a heap
+// allocation per level (gigabytes for a file of megabytes) and whose depth, parsed or walked,
+// no bound would otherwise limit.
 int json_depth(const std::string& text, int limit) {
   int depth = 0, deepest = 0;
   bool in_string = false;
