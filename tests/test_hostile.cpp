@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@
 #include "common/error.h"
 #include "common/image.h"
 #include "common/image_check.h"
+#include "common/model.h"
+#include "common/params.h"
+#include "common/predict.h"
 #include "common/safetensors.h"
 #include "common/weights.h"
 #include "tests/test_fs.h"
@@ -263,6 +267,32 @@ TEST(Hostile, FuzzFindingsAreErrorsOrImages) {
       EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
     }
   }
+}
+
+// vit_predict checks every image before any work: the huge claim is its one error line.
+TEST(Hostile, PredictRefusesAHugeImageClaimInOneLine) {
+  TempDir d;
+  vit::Config c = vit::preset("tiny");
+  c.image_size = 16; c.patch_size = 4; c.hidden = 16; c.heads = 2; c.layers = 1; c.mlp = 32;
+  const vit::ParamLayout l(c);
+  std::vector<float> p(l.total);
+  vit::init_params(c, l, 1, p.data());
+  const std::string w = d.path("w.safetensors"), good = d.path("good.png"), huge = d.path("huge.png");
+  vit::save_checkpoint(w, c, l, p.data());
+  const std::string png = to_mem_png(9, 7);
+  vit_test::fs::write_file(good, png);
+  vit_test::fs::write_file(huge, with_png_size(png, 100000, 100000));
+  std::ostringstream out, err;
+  auto cpu = [](const std::string&, const vit::Config& cc, const vit::ModelOptions& o) {
+    return vit::make_cpu_model(cc, o);
+  };
+  const int st = vit::predict_main({"--weights", w, "--device", "cpu", good, huge}, out, err, cpu);
+  EXPECT_EQ(st, 1);
+  EXPECT_EQ(out.str(), "");  // not even the good image's answer: the arguments are checked first
+  const std::string e = err.str();
+  EXPECT_EQ(e.rfind("vit_predict: error: ", 0), 0u) << e;
+  EXPECT_NE(e.find(huge + ": cannot read image: 100000x100000 pixels is over the limit"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), e.size() - 1) << "not one line: " << e;
 }
 
 // ---- command lines --------------------------------------------------------------------------------
