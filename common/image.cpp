@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -17,11 +18,19 @@
 #define STBI_ONLY_BMP
 #define STBI_FAILURE_USERMSG
 // stb's internal consistency asserts fire on corrupt input (fuzz/fuzz_image.cpp found one in
-// the JPEG Huffman decoder: a code that does not match its table), and an abort() is no way
-// for vit_predict to answer a bad file. Without them the decoder goes on to produce garbage
-// pixels or its own error; the fuzz target checks with ASan + UBSan (array bounds included)
-// that no access goes out of bounds on that path.
+// the JPEG Huffman decoder, on a scan using a table no DHT defined: common/image_check.cpp now
+// refuses those first), and an abort() is no way for vit_predict to answer a bad file.
+// Without them the decoder goes on to garbage pixels or its own error; the fuzz target checks
+// with ASan + UBSan (array bounds included) that no access goes out of bounds on that path.
 #define STBI_ASSERT(x) ((void)0)
+// Every stb allocation zeroed: stb 2.27 mallocs its JPEG decoder state and decodes a scan with
+// whatever Huffman table the scan names, defined by the file or not; from uninitialised memory
+// that read values[] out of bounds (fuzz/fuzz_image.cpp). A zeroed table decodes every code as
+// symbol 0 through its fast path: garbage pixels or stb's error, never a wild index. (Large
+// zeroed allocations cost nothing extra: they are fresh pages.)
+#define STBI_MALLOC(sz) calloc(1, (sz))
+#define STBI_REALLOC(p, sz) realloc((p), (sz))
+#define STBI_FREE(p) free(p)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wsign-compare"

@@ -26,6 +26,8 @@ namespace {
 // The marker walk; *w, *h (when not null) receive the first frame header's size, 0 without one.
 std::string jpeg_walk(const uint8_t* d, size_t n, uint32_t* w = nullptr, uint32_t* h = nullptr) {
   if (w) *w = *h = 0;
+  bool defined[2][4] = {};   // Huffman tables [class: DC, AC][id] defined so far
+  bool progressive = false;  // SOF2 (the only progressive frame stb decodes)
   size_t i = after_soi(d, n);
   while (i < n) {
     // Next marker: stb skips anything that is not 0xFF between segments, then fill bytes.
@@ -49,7 +51,29 @@ std::string jpeg_walk(const uint8_t* d, size_t n, uint32_t* w = nullptr, uint32_
           return "corrupt JPEG: Huffman table " + std::to_string(table) + " of the DHT segment at byte " +
                  std::to_string(i - 2) + " defines " + std::to_string(symbols) +
                  " codes (at most 256)";
+        if (t < n && (d[t] >> 4) <= 1 && (d[t] & 15) <= 3) defined[d[t] >> 4][d[t] & 15] = true;
         t += 17 + symbols;
+      }
+    }
+    if (m == 0xC2) progressive = true;
+    if (m == 0xDA && i + 3 <= n) {
+      // SOS: [len][Ns][Ns x (component, DC table << 4 | AC table)][Ss][Se][Ah << 4 | Al]. stb
+      // decodes a scan with the tables it names whether or not a DHT defined them (from
+      // uninitialised memory in 2.27), so a scan must name defined tables: baseline scans both,
+      // progressive DC first scans the DC table, progressive AC scans the AC table.
+      const size_t ns = d[i + 2];
+      if (i + 6 + 2 * ns <= n) {
+        const uint8_t ss = d[i + 3 + 2 * ns], ah = d[i + 5 + 2 * ns] >> 4;
+        const bool need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss > 0;
+        for (size_t k = 0; k < ns; ++k) {
+          const int td = d[i + 4 + 2 * k] >> 4, ta = d[i + 4 + 2 * k] & 15;
+          const char* which = need_dc && td <= 3 && !defined[0][td] ? "DC" :
+                              need_ac && ta <= 3 && !defined[1][ta] ? "AC" : nullptr;
+          if (which)
+            return std::string("corrupt JPEG: the scan at byte ") + std::to_string(i - 2) + " uses " +
+                   which + " Huffman table " + std::to_string(*which == 'D' ? td : ta) +
+                   ", which no DHT segment before it defines";
+        }
       }
     }
     const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;

@@ -7,7 +7,9 @@
 //         builds the table without checking and writes up to 4 KB past it (upstream v2.28
 //         rejects such tables). Every DHT stb could reach is checked: the marker structure is
 //         walked as stb walks it (segments by their length, garbage between segments skipped,
-//         entropy-coded data after SOS skipped to the next marker).
+//         entropy-coded data after SOS skipped to the next marker). And a scan that names a
+//         Huffman table no DHT before it defined: stb decodes it with its uninitialised state
+//         and indexes its symbol table out of bounds (upstream v2.28 bounds that index).
 //   PNG   a chunk whose length runs past the end of the file: stb allocates the claimed
 //         length (up to 2 GB) before reading the chunk.
 //   all   a size claim the file cannot back: stb allocates the whole image from the header

@@ -233,6 +233,13 @@ TEST(Hostile, JpegHuffmanTablesOverTheirSize) {
   prog += std::string("\xFF\xC4\x00\x13\x00", 5) + std::string(16, '\x11');  // 16 x 17 = 272
   EXPECT_NE(vit::image_problem((const uint8_t*)prog.data(), prog.size()).find("272 codes"),
             std::string::npos);
+  // A scan naming a table no DHT defined (stb 2.27 would decode with uninitialised memory).
+  std::string undefined = jpg;
+  const size_t sos = jpg.find("\xFF\xDA");
+  ASSERT_NE(sos, std::string::npos);
+  undefined[sos + 6] = (char)0x33;  // first component: DC table 3, AC table 3
+  vit_test::fs::write_file(bad, undefined);
+  expect_error([&] { vit::load_image(bad); }, {bad, "uses DC Huffman table 3, which no DHT segment"});
   // stb reads FF FF D8 as a start of image too: so does the check.
   std::string fill = "\xFF" + spoiled;
   EXPECT_NE(vit::image_problem((const uint8_t*)fill.data(), fill.size()).find("4080 codes"),
@@ -240,7 +247,8 @@ TEST(Hostile, JpegHuffmanTablesOverTheirSize) {
 }
 
 // What fuzz/fuzz_image.cpp found in stb_image 2.27 behind our wrapper; before the fixes the first
-// four wrote out of bounds, aborted the program (an assert) or allocated 1.2 GB. The last two
+// five wrote out of bounds, read out of bounds / aborted the program (an assert on a scan that
+// names an undefined Huffman table) or allocated 1.2 GB. The last two
 // are the benign UB that the sanitizer builds exempt (docs/reliability.md): kept so that any
 // such build of this test decodes them.
 TEST(Hostile, FuzzFindingsAreErrorsOrImages) {
@@ -248,7 +256,8 @@ TEST(Hostile, FuzzFindingsAreErrorsOrImages) {
   const Finding findings[] = {
       {"jpeg_dht_overflow_in_header.jpg", "Huffman table"},
       {"jpeg_dht_overflow_ff_ff_soi.jpg", "Huffman table"},
-      {"jpeg_huffman_assert.jpg", ""},
+      {"jpeg_huffman_assert.jpg", "which no DHT segment before it defines"},
+      {"jpeg_undefined_huffman_table.jpg", "AC Huffman table 3, which no DHT segment"},
       {"png_chunk_2gb.png", "claims 1212"},
       {"jpeg_scan_out_of_bits.jpg", ""},  // UBSan: shift by 32 (see docs/reliability.md)
       {"jpeg_dc_overflow.jpg", ""},       // UBSan: int overflow of the DC prediction
