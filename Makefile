@@ -9,6 +9,8 @@
 #   make simt       build/simt/vit_train, vit_predict, vit_bench: the same programs with their CUDA
 #                   path run on the CPU by simt (g++, no GPU needed; --device cuda works, slowly)
 #   make resources  registers / spills / shared memory per kernel from ptxas
+#   make gpu-check  the GPU acceptance run (tools/gpu_check.sh); make gpu-tools fetches what it needs
+#   make fuzz       fuzz the file and command-line readers (clang/libFuzzer; FUZZ_SECONDS=N each)
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root;
 #                   libgcc-12-dev carries the ASan/UBSan/TSan runtimes of the sanitizer modes)
 #   make data       download and verify CIFAR-10 into data/
@@ -84,7 +86,7 @@ HOST_GPU   := $(HOST_SRC:%.cu=build/gpu/%.o)
 HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
 SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
 
-.PHONY: all test test-simt test-gpu test-sanitize test-race bench simt resources deps data weights clean check-nvcc check-headers
+.PHONY: all test test-simt test-gpu test-sanitize test-race bench simt resources deps data weights clean check-nvcc check-headers check-fuzz-cxx
 all: vit_train vit_predict vit_export
 
 # --- one-line diagnoses for a missing toolchain or package ------------------------------------
@@ -103,6 +105,11 @@ build/.headers-ok: | build
 build/.test-headers-ok: | build
 	$(call check_headers,$(TEST_HEADERS))
 	@touch $@
+# build/test_gpu needs GoogleTest but not Boost.Context (only simt uses it): a GPU machine
+# that builds just the nvcc tests (make gpu-check) need not have Boost.
+build/.gtest-headers-ok: | build
+	$(call check_headers,gtest/gtest.h:libgtest-dev)
+	@touch $@
 build:
 	@mkdir -p build
 
@@ -113,7 +120,7 @@ build/cpu/%.o: %.cpp | build/.headers-ok
 build/gpu/%.o: %.cu | check-nvcc build/.headers-ok
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(GENCODE) -c $< -o $@
-build/gpu-test/%.o: %.cu | check-nvcc build/.headers-ok build/.test-headers-ok
+build/gpu-test/%.o: %.cu | check-nvcc build/.headers-ok build/.gtest-headers-ok
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(TEST_GENCODE) -c $< -o $@
 build/simt/%.o: %.cu | build/.headers-ok build/.test-headers-ok
@@ -201,6 +208,10 @@ endef
 # its fiber switches to ASan. Any UBSan finding is fatal. SANITIZE_FILTER narrows the run.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 $(eval $(call MODE_RULES,build/asan,$(ASAN_FLAGS)))
+# stb_image's shifts and sums that UBSan flags are memory-safe (docs/reliability.md), as for fuzz/.
+build/asan/cpu/common/image.o: common/image.cpp | build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -fno-sanitize=shift,signed-integer-overflow -c $< -o $@
 ASAN_OBJ := $(TEST_CU:%.cu=build/asan/simt/%.o) $(TEST_CPP:%.cpp=build/asan/simt/%.o) \
             $(HOST_SRC:%.cu=build/asan/simt/%.o) $(SIMT_SRC:%.cpp=build/asan/simt/%.o) \
             $(PLAIN_SRC:%.cpp=build/asan/cpu/%.o)
@@ -238,12 +249,80 @@ test-race:
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1:exitcode=66:history_size=0 \
 	  ./build/race/test_race --gtest_filter='$(RACE_FILTER)'
 
+# --- fuzzing (docs/reliability.md) ------------------------------------------------------------
+# libFuzzer targets in fuzz/, one per reader, built with clang: the readers (common/, cpu/) with
+# coverage + ASan + UBSan into one archive, each target linked against it. `make fuzz` builds
+# them, writes the seed corpus (fuzz/make_seeds + tests/fixtures) and runs each target for
+# FUZZ_SECONDS (tools/run_fuzz.sh); a finding fails the target and is left in build/fuzz/artifacts/.
+FUZZ_CXX      ?= clang++
+FUZZ_SECONDS  ?= 60
+FUZZ_TARGETS  := safetensors weights cifar image cli
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CXXFLAGS := -std=c++17 -O1 -g -I. -fopenmp -MMD -MP -Wall -Wno-unused-parameter $(FUZZ_SAN)
+FUZZ_LIB_OBJ  := $(filter-out build/fuzz/obj/bench/%,$(PLAIN_SRC:%.cpp=build/fuzz/obj/%.o))
+.PHONY: fuzz fuzz-build
+.SECONDARY: $(FUZZ_TARGETS:%=build/fuzz/obj/fuzz/fuzz_%.o)
+build/fuzz/obj/%.o: %.cpp | build/.headers-ok check-fuzz-cxx
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+# stb_image 2.27 (compiled inside common/image.cpp) shifts by >= 32 bits and shifts negative
+# values in its JPEG bit reader and IDCT when a scan runs out of data, and lets a JPEG's DC
+# prediction overflow int: memory-safe (a shift count is masked and the Huffman decoder's length
+# checks then end the decode; the overflowed sums are coefficients, stored as shorts, never
+# indices; upstream 2.28 turns both into errors), so UBSan's shift and signed-overflow checks
+# are off for that one object (docs/reliability.md); bounds and every other check stay on, and
+# ASan sees every access.
+# Any sanitizer build of common/image.cpp needs the same (make test-sanitize too): its tests
+# decode tests/fixtures/hostile/ files that reach those spots.
+STB_UBSAN_EXCEPTIONS := -fno-sanitize=shift,signed-integer-overflow
+build/fuzz/obj/common/image.o: FUZZ_CXXFLAGS += $(STB_UBSAN_EXCEPTIONS)
+build/fuzz/libvit.a: $(FUZZ_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/fuzz_%: build/fuzz/obj/fuzz/fuzz_%.o build/fuzz/libvit.a
+	$(FUZZ_CXX) $(FUZZ_SAN) -fsanitize=fuzzer -fopenmp -o $@ $^ -lopenblas
+# stb_image_write's JPEG encoder shifts negative values (UB, harmless on every compiler here):
+# the seed writer is a tool, not under test, so its own object goes without UBSan.
+build/fuzz/obj/fuzz/make_seeds.o: fuzz/make_seeds.cpp | build/.headers-ok check-fuzz-cxx
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -fno-sanitize=undefined -c $< -o $@
+build/fuzz/make_seeds: build/fuzz/obj/fuzz/make_seeds.o build/fuzz/libvit.a
+	$(FUZZ_CXX) $(FUZZ_SAN) -fopenmp -o $@ $^ -lopenblas
+check-fuzz-cxx:
+	@command -v $(FUZZ_CXX) >/dev/null || { echo "error: $(FUZZ_CXX) not found: make fuzz needs clang with libFuzzer (Debian packages clang libclang-rt-14-dev, or run: sudo make deps)" >&2; exit 1; }
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%) build/fuzz/make_seeds
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) bash tools/run_fuzz.sh $(FUZZ_TARGETS)
+
+# --- the GPU acceptance run (tools/gpu_check.sh, docs/reliability.md) ---------------------------
+# make gpu-check [GPU_CHECK_OUT=DIR]: on a machine with a GPU, build for it, run every CUDA test,
+# compute-sanitizer, the stream-race stress test, vit_bench and a short vit_train on synthetic
+# data (cuda vs cpu); results into DIR (default $$OUT, else build/gpu-check). Without a GPU it
+# stops at once with one line and exit status 3.
+build/toy_cifar: build/cpu/tools/toy_cifar.o build/cpu/common/cifar.o
+	$(CXX) $(CXXFLAGS) -o $@ $^
+build/cpu/tools/%.o: tools/%.cpp | build/.headers-ok
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+.PHONY: gpu-check gpu-tools
+gpu-check:
+	@bash tools/gpu_check.sh $(GPU_CHECK_OUT)
+# What gpu-check needs that a GPU machine without network may lack, fetched here into the
+# ignored tools/.gpu-tools/: the Debian packages of the build (headers and libraries, unpacked
+# there by gpu_check.sh when the machine has none) and the nvidia-cuda-sanitizer-api wheel.
+GPU_TOOL_DEBS := libgtest-dev libgmock-dev nlohmann-json3-dev libstb-dev libstb0 libopenblas-dev \
+                 libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5
+gpu-tools:
+	@mkdir -p tools/.gpu-tools/debs tools/.gpu-tools/wheels
+	cd tools/.gpu-tools/debs && apt-get download $(GPU_TOOL_DEBS)
+	-$(PYTHON) -m pip download --no-deps --only-binary=:all: -d tools/.gpu-tools/wheels nvidia-cuda-sanitizer-api-cu12
+
 # --- the rest -------------------------------------------------------------------------------------
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  g++ libgcc-12-dev make curl ca-certificates libgtest-dev libboost-context-dev libstb-dev \
-	  nlohmann-json3-dev libopenblas-dev gnuplot-nox
+	  nlohmann-json3-dev libopenblas-dev gnuplot-nox clang libclang-rt-14-dev libomp-14-dev
 
 data:
 	bash data/get_cifar10.sh data

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -91,6 +92,31 @@ bool as_u64(const json& v, uint64_t* out) {
   return false;
 }
 
+// How deep brackets nest in `text` outside JSON strings; stops counting past `limit`. A
+// safetensors header nests 3 deep ({name: {shape: [...]}}); checking this before parsing keeps
+// a hostile header ("[[[[...", up to 100 MB of it) from the parser, whose tree would cost a heap
+// allocation per level (gigabytes for a file of megabytes) and whose depth, parsed or walked,
+// no bound would otherwise limit.
+int json_depth(const std::string& text, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
 SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
@@ -128,6 +154,10 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     }
     return true;
   };
+  constexpr int kMaxDepth = 8;  // 3 needed; some slack for writers' __metadata__ habits
+  if (json_depth(header, kMaxDepth) > kMaxDepth)
+    fail(path, "header nests more than " + std::to_string(kMaxDepth) +
+                   " levels deep (a safetensors header has 3): not a safetensors file");
   json h;
   try {
     h = json::parse(header, cb);
@@ -158,15 +188,25 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
     if (!parse_dtype(ds, &t.dtype))
       fail(path, tn + "unsupported dtype '" + ds + "' (F32, F16 and BF16 can be read)");
     if (!v.contains("shape") || !v["shape"].is_array()) fail(path, tn + "missing shape");
-    size_t numel = 1;
-    bool overflow = false;
+    // The element count, computed so that it cannot wrap: a dimension is at most 2^63 - 1
+    // (the shape is int64 here and in PyTorch), and once the product exceeds what the data
+    // section could hold (one element per byte at least) it is only remembered as too big, so
+    // [2^62] or [2^31, 2^31] of F32 is not mistaken for 0 bytes. A zero dimension makes any
+    // shape empty.
+    uint64_t numel = 1;
+    bool too_big = false, empty = false;
     for (const json& d : v["shape"]) {
       uint64_t x;
       if (!as_u64(d, &x)) fail(path, tn + "shape is not a list of non-negative integers");
+      if (x > (uint64_t)INT64_MAX)
+        fail(path, tn + "shape has a dimension of " + std::to_string(x) + ", over 2^63 - 1");
       t.shape.push_back((int64_t)x);
-      if (x && numel > ((uint64_t)1 << 62) / x) overflow = true;
-      numel *= x;
+      if (x == 0) empty = true;
+      else if (!too_big && numel > data_size / x) too_big = true;
+      else if (!too_big) numel *= x;
     }
+    if (empty) numel = 0;
+    const bool overflow = too_big && !empty;
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
         v["data_offsets"].size() != 2 || !as_u64(v["data_offsets"][0], &t.begin) ||
         !as_u64(v["data_offsets"][1], &t.end))
@@ -178,8 +218,11 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path) {
       fail(path, tn + "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
                      "] run past the end of the data section (" + std::to_string(data_size) +
                      " bytes; truncated file?)");
-    const size_t want = numel * st_dtype_size(t.dtype);
-    if (overflow || t.end - t.begin != want)
+    if (overflow)
+      fail(path, tn + "shape " + shape_str(t.shape) + " has more elements than the " +
+                     std::to_string(data_size) + "-byte data section can hold");
+    const size_t want = numel * st_dtype_size(t.dtype);  // <= 4 * data_size: no wrap
+    if (t.end - t.begin != want)
       fail(path, tn + "shape " + shape_str(t.shape) + " of " + ds + " needs " +
                      std::to_string(want) + " bytes but data_offsets [" +
                      std::to_string(t.begin) + ", " + std::to_string(t.end) + "] hold " +

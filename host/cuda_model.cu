@@ -262,6 +262,8 @@ void check_options(const Config& c, const ModelOptions& o) {
                 ")");
 }
 
+const StreamTestHooks* g_stream_hooks = nullptr;  // set_stream_test_hooks (tests only)
+
 class CudaModel final : public Model {
  public:
   CudaModel(const Config& c, const ModelOptions& o)
@@ -395,12 +397,14 @@ class CudaModel final : public Model {
     memcpy(stage_label_[s], labels, (size_t)B * sizeof(int32_t));
     // Device slot s is free once the compute stream has finished the batch that used it.
     CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, consumed_[s], 0));
+    if (g_stream_hooks && g_stream_hooks->before_copy) g_stream_hooks->before_copy((void*)copy_stream_);
     CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s], img_bytes, cudaMemcpyHostToDevice,
                                copy_stream_));
     CUDA_CHECK(cudaMemcpyAsync(act_.label[s], stage_label_[s], (size_t)B * sizeof(int32_t),
                                cudaMemcpyHostToDevice, copy_stream_));
     CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
+    if (g_stream_hooks && g_stream_hooks->before_compute) g_stream_hooks->before_compute((void*)stream_);
 
     if (dims_.x16)
       input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x16);
@@ -874,6 +878,8 @@ CudaMemoryPlan cuda_memory_plan(const Config& c, const ModelOptions& o) {
       arena_bytes(c, d, layout.tensors.size(), scratch_floats(d, layout.total));
   return p;
 }
+
+void set_stream_test_hooks(const StreamTestHooks* hooks) { g_stream_hooks = hooks; }
 
 std::unique_ptr<Model> make_cuda_model(const Config& c, const ModelOptions& o) {
   check_options(c, o);

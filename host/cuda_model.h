@@ -16,6 +16,7 @@
 // before the allocation (and an out-of-memory error can say what was asked).
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "common/config.h"
@@ -44,6 +45,18 @@ struct CudaMemoryPlan {
 // The one-line error when the plan does not fit in `free_bytes` of device memory: what was
 // asked (split), what is free, and which flags to change.
 std::string out_of_memory_message(const CudaMemoryPlan& p, size_t free_bytes);
+
+// Test seam of the stream-race stress test (tests/test_stream_race.cu): when set, forward()
+// calls before_copy(copy stream) right before it queues a batch's host -> device copies, and
+// before_compute(compute stream) right before it queues the first kernel that reads the copied
+// slot, so a test can hold either stream back with a spin kernel and check that the events
+// between them (copied_, consumed_) alone keep the results right. The streams are cudaStream_t
+// passed as void* (this header has no CUDA types). Process-wide; nullptr (the default) is off.
+struct StreamTestHooks {
+  std::function<void(void* copy_stream)> before_copy;
+  std::function<void(void* compute_stream)> before_compute;
+};
+void set_stream_test_hooks(const StreamTestHooks* hooks);
 
 // The device memory make_cuda_model(c, o) will allocate. Pure host arithmetic.
 // Throws vit::Error when the config is invalid or o.max_batch < 1.
