@@ -137,14 +137,17 @@ __device__ __forceinline__ void mma_abt(FragC& acc, const FragA (&a)[4], const _
 }
 
 // Writes the (16, 64) float tile `f` (pitch kTcLdf) of a warp as rows row0.. of a (rows, ld)
-// OutT matrix, times mul, rows >= T skipped. Lane -> (row lane/2, 32 columns).
+// OutT matrix, times mul, rows >= T skipped. Lane -> columns lane and lane + 32 of every row:
+// each store instruction covers 32 consecutive elements of one row (coalesced), and the shared
+// reads of a row are conflict-free.
 template <class OutT>
 __device__ __forceinline__ void write_rows(OutT* dst, size_t ld, const float* f, int row0, int T,
                                            float mul, int lane) {
-  const int r = lane >> 1, c0 = (lane & 1) * 32;
-  if (row0 + r >= T) return;
-  OutT* d = dst + (size_t)(row0 + r) * ld;
-  for (int c = c0; c < c0 + 32; ++c) d[c] = from_float<OutT>(f[r * kTcLdf + c] * mul);
+  for (int r = 0; r < 16 && row0 + r < T; ++r) {
+    OutT* d = dst + (size_t)(row0 + r) * ld;
+    d[lane] = from_float<OutT>(f[r * kTcLdf + lane] * mul);
+    d[lane + 32] = from_float<OutT>(f[r * kTcLdf + lane + 32] * mul);
+  }
 }
 
 // Launch geometry: blocks per (b, h) and warps per block for T rows in 16-row tiles.
@@ -255,7 +258,13 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
   if (!active) return;
   for (int d = 0; d < 4; ++d) wmma::store_matrix_sync(Sf + 16 * d, o[d], kTcLdf, wmma::mem_row_major);
   __syncwarp();
-  write_rows(out + (size_t)b * T * C + (size_t)h * kTcHd, (size_t)C, Sf, i0, T, keep_scale / l, lane);
+  {  // row i's normalisation (the lane pair of row r), then coalesced writes of all 16 rows
+    const float inv = keep_scale / l;
+    float* orow = Sf + r * kTcLdf;
+    for (int c = half * 32; c < half * 32 + 32; ++c) orow[c] *= inv;
+  }
+  __syncwarp();
+  write_rows(out + (size_t)b * T * C + (size_t)h * kTcHd, (size_t)C, Sf, i0, T, 1.0f, lane);
   if (half == 0 && i < T) lse[bh * T + i] = (m + log2f(l)) * kLn2;
 }
 
