@@ -85,24 +85,35 @@ template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bf
   return __float2bfloat16(x);
 }
 
-// Dropout decisions along consecutive flat indices with one Philox call per aligned group of 4
-// (the group is cached; the word is picked with selects, not an indexed array, so the four words
-// stay in registers). keep(idx) == dropout_keep(seed, site, step, idx, p).
+// Dropout decisions along a run of consecutive flat indices with one Philox call per aligned
+// group of 4 (common/philox.h: the call for index >> 2 gives the words of indices 4m .. 4m+3).
+// start(first) draws first's group; each next() returns the decision for the current index,
+// dropout_keep(seed, site, step, idx, p), and advances, drawing a new group only on entering
+// one. Sequential on purpose: the 64-bit flat index is formed once per run, not per element, and
+// the word is picked with selects, not an indexed array, so the four words stay in registers.
 struct DropWalk {
   uint64_t seed, step;
   uint32_t site;
   float p;
-  uint64_t group;
+  uint64_t idx;
+  bool fresh;  // idx's group is drawn and no element of it used yet
   Philox4 r;
   __device__ __forceinline__ DropWalk(uint64_t seed_, uint64_t step_, uint32_t site_, float p_)
-      : seed(seed_), step(step_), site(site_), p(p_), group(~(uint64_t)0), r{{0, 0, 0, 0}} {}
-  __device__ __forceinline__ bool keep(uint64_t idx) {
-    if ((idx >> 2) != group) {
-      group = idx >> 2;
-      r = philox4x32_10((uint32_t)group, site, (uint32_t)step, (uint32_t)(step >> 32),
-                        (uint32_t)seed, (uint32_t)(seed >> 32));
-    }
-    const uint32_t w = idx & 3;
+      : seed(seed_), step(step_), site(site_), p(p_), idx(0), fresh(false), r{{0, 0, 0, 0}} {}
+  __device__ __forceinline__ void draw() {
+    r = philox4x32_10((uint32_t)(idx >> 2), site, (uint32_t)step, (uint32_t)(step >> 32),
+                      (uint32_t)seed, (uint32_t)(seed >> 32));
+  }
+  __device__ __forceinline__ void start(uint64_t first) {
+    idx = first;
+    draw();
+    fresh = true;
+  }
+  __device__ __forceinline__ bool next() {
+    const uint32_t w = (uint32_t)idx & 3;
+    if (w == 0 && !fresh) draw();
+    fresh = false;
+    ++idx;
     const uint32_t bits = w == 0 ? r.v[0] : w == 1 ? r.v[1] : w == 2 ? r.v[2] : r.v[3];
     return (float)(bits >> 8) * (1.0f / 16777216.0f) >= p;  // = philox_uniform >= p
   }
@@ -225,11 +236,11 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     const float alpha = exp2f(m - mt);                 // 0 on the first chunk
     float sum = 0.0f;
     __nv_bfloat16* prow = Pb + r * kTcLdh;
-    const uint64_t flat = (bh * T + (i < T ? i : 0)) * (uint64_t)T + j0;  // flat index of (i, j0)
+    if (drop && i < T) dw.start((bh * T + i) * (uint64_t)T + j0 + c0);  // flat index of (i, j0+c0)
     for (int c = c0; c < c1; ++c) {
       const float p = exp2f(srow[c] - mt);  // 0 past T
       sum += p;
-      const bool kept = !drop || i >= T || j0 + c >= T || dw.keep(flat + c);
+      const bool kept = !drop || i >= T || j0 + c >= T || dw.next();
       prow[c] = __float2bfloat16(kept ? p : 0.0f);
     }
     sum += __shfl_xor_sync(kTcFull, sum, 1);
@@ -340,11 +351,11 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
     }
     __syncwarp();  // (also: every lane is done reading dSb from the previous chunk's dS K)
     const int hw = nsub * 8, c0 = half * hw, c1 = c0 + hw;
-    const uint64_t flat = (bh * T + (row_ok ? i : 0)) * (uint64_t)T + j0;
+    if (drop && row_ok) dw.start((bh * T + i) * (uint64_t)T + j0 + c0);
     for (int c = c0; c < c1; ++c) {
       const bool ok = row_ok && j0 + c < T;
       const float p = ok ? exp2f(Sf[r * kTcLdf + c] * scale_log2 - lse2) : 0.0f;  // P_ij
-      const bool kept = !drop || !ok || dw.keep(flat + c);
+      const bool kept = !drop || !ok || dw.next();
       const float dP = kept ? dPf[r * kTcLdf + c] * keep_scale : 0.0f;
       dSb[r * kTcLdh + c] = __float2bfloat16(p * (dP - Di));
     }
@@ -442,11 +453,11 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
       const int iq = q0 + c;
       const bool qok = iq < T;
       const float l2 = Ls[c], Dc = Ds[c];
-      const uint64_t flat = (bh * T + (qok ? iq : 0)) * (uint64_t)T + j0;
+      if (drop && qok) dw.start((bh * T + iq) * (uint64_t)T + j0);  // flat index of (iq, j0)
       for (int rr = 0; rr < 16; ++rr) {
         const bool ok = qok && j0 + rr < T;
         const float p = ok ? exp2f(Sf[rr * kTcLdf + c] * scale_log2 - l2) : 0.0f;
-        const bool kept = !drop || !ok || dw.keep(flat + rr);
+        const bool kept = !drop || !ok || dw.next();
         const float dP = kept ? dPf[rr * kTcLdf + c] * keep_scale : 0.0f;
         Pb[rr * kTcLdh + c] = __float2bfloat16(kept ? p * keep_scale : 0.0f);
         dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dP - Dc));
