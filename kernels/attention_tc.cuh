@@ -119,6 +119,8 @@ struct DropWalk {
   }
 };
 
+__device__ __forceinline__ int clampi(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
+
 // Rows [r0, r0 + n) of one head's 64 bf16 features (rows `ld` elements apart, 16-byte aligned)
 // into a (n, kTcLdh) shared tile, rows >= T zero. Threads `tid` of `nt` cooperate; 16-byte loads.
 __device__ __forceinline__ void load_rows(__nv_bfloat16* dst, const __nv_bfloat16* src, size_t ld,
@@ -223,26 +225,31 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     __syncwarp();
     // Online softmax of row i over columns [c0, c1) of this chunk (the two lanes of a row split
     // the chunk's width; keys >= T are -inf).
-    const int width = nsub * 16, hw = width / 2;
-    const int c0 = half * hw, c1 = c0 + hw;
+    const int hw = nsub * 8, c0 = half * hw, c1 = c0 + hw;
+    const int ce = clampi(T - j0, c0, c1);  // this lane's columns [c0, ce) hold keys < T
     float* srow = Sf + r * kTcLdf;
-    float mt = m;
-    for (int c = c0; c < c1; ++c) {
-      const float s = j0 + c < T ? srow[c] * scale_log2 : -INFINITY;
-      srow[c] = s;
-      mt = fmaxf(mt, s);
-    }
-    mt = fmaxf(mt, __shfl_xor_sync(kTcFull, mt, 1));  // finite: key j0 < T is in every chunk
+    float smax = -INFINITY;  // of the raw scores: the scale is positive, so it commutes with max
+    for (int c = c0; c < ce; ++c) smax = fmaxf(smax, srow[c]);
+    float mt = fmaxf(m, smax * scale_log2);
+    mt = fmaxf(mt, __shfl_xor_sync(kTcFull, mt, 1));  // finite: column 0 (key j0 < T) is lane 2r's
     const float alpha = exp2f(m - mt);                 // 0 on the first chunk
     float sum = 0.0f;
     __nv_bfloat16* prow = Pb + r * kTcLdh;
-    if (drop && i < T) dw.start((bh * T + i) * (uint64_t)T + j0 + c0);  // flat index of (i, j0+c0)
-    for (int c = c0; c < c1; ++c) {
-      const float p = exp2f(srow[c] - mt);  // 0 past T
-      sum += p;
-      const bool kept = !drop || i >= T || j0 + c >= T || dw.next();
-      prow[c] = __float2bfloat16(kept ? p : 0.0f);
+    if (drop && i < T) {
+      dw.start((bh * T + i) * (uint64_t)T + j0 + c0);  // flat index of (i, j0 + c0)
+      for (int c = c0; c < ce; ++c) {
+        const float p = exp2f(fmaf(srow[c], scale_log2, -mt));
+        sum += p;
+        prow[c] = __float2bfloat16(dw.next() ? p : 0.0f);
+      }
+    } else {
+      for (int c = c0; c < ce; ++c) {
+        const float p = exp2f(fmaf(srow[c], scale_log2, -mt));
+        sum += p;
+        prow[c] = __float2bfloat16(p);
+      }
     }
+    for (int c = ce; c < c1; ++c) prow[c] = __float2bfloat16(0.0f);  // keys past T
     sum += __shfl_xor_sync(kTcFull, sum, 1);
     l = l * alpha + sum;
     m = mt;
@@ -351,14 +358,24 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
     }
     __syncwarp();  // (also: every lane is done reading dSb from the previous chunk's dS K)
     const int hw = nsub * 8, c0 = half * hw, c1 = c0 + hw;
-    if (drop && row_ok) dw.start((bh * T + i) * (uint64_t)T + j0 + c0);
-    for (int c = c0; c < c1; ++c) {
-      const bool ok = row_ok && j0 + c < T;
-      const float p = ok ? exp2f(Sf[r * kTcLdf + c] * scale_log2 - lse2) : 0.0f;  // P_ij
-      const bool kept = !drop || !ok || dw.next();
-      const float dP = kept ? dPf[r * kTcLdf + c] * keep_scale : 0.0f;
-      dSb[r * kTcLdh + c] = __float2bfloat16(p * (dP - Di));
+    const int ce = row_ok ? clampi(T - j0, c0, c1) : c0;  // columns [c0, ce): keys < T, row < T
+    const float* srow = Sf + r * kTcLdf;
+    const float* dprow = dPf + r * kTcLdf;
+    __nv_bfloat16* dsrow = dSb + r * kTcLdh;
+    if (drop && ce > c0) {
+      dw.start((bh * T + i) * (uint64_t)T + j0 + c0);
+      for (int c = c0; c < ce; ++c) {
+        const float p = exp2f(fmaf(srow[c], scale_log2, -lse2));  // P_ij
+        const float dP = dw.next() ? dprow[c] * keep_scale : 0.0f;
+        dsrow[c] = __float2bfloat16(p * (dP - Di));
+      }
+    } else {
+      for (int c = c0; c < ce; ++c) {
+        const float p = exp2f(fmaf(srow[c], scale_log2, -lse2));
+        dsrow[c] = __float2bfloat16(p * (dprow[c] * keep_scale - Di));
+      }
     }
+    for (int c = ce; c < c1; ++c) dsrow[c] = __float2bfloat16(0.0f);
     __syncwarp();
     for (int kk = 0; kk < nsub; ++kk) {  // dq += dS K
       FragA sa;
@@ -451,16 +468,27 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
     // indices ((bh*T + i)*T + j), so the Philox groups of 4 are shared along the walk.
     for (int c = lane; c < nsub * 16; c += 32) {
       const int iq = q0 + c;
-      const bool qok = iq < T;
+      const int re = iq < T ? (T - j0 < 16 ? T - j0 : 16) : 0;  // rows [0, re): keys < T
       const float l2 = Ls[c], Dc = Ds[c];
-      if (drop && qok) dw.start((bh * T + iq) * (uint64_t)T + j0);  // flat index of (iq, j0)
-      for (int rr = 0; rr < 16; ++rr) {
-        const bool ok = qok && j0 + rr < T;
-        const float p = ok ? exp2f(Sf[rr * kTcLdf + c] * scale_log2 - l2) : 0.0f;
-        const bool kept = !drop || !ok || dw.next();
-        const float dP = kept ? dPf[rr * kTcLdf + c] * keep_scale : 0.0f;
-        Pb[rr * kTcLdh + c] = __float2bfloat16(kept ? p * keep_scale : 0.0f);
-        dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dP - Dc));
+      if (drop && re > 0) {
+        dw.start((bh * T + iq) * (uint64_t)T + j0);  // flat index of (iq, j0)
+        for (int rr = 0; rr < re; ++rr) {
+          const float p = exp2f(fmaf(Sf[rr * kTcLdf + c], scale_log2, -l2));
+          const bool kept = dw.next();
+          const float dP = kept ? dPf[rr * kTcLdf + c] * keep_scale : 0.0f;
+          Pb[rr * kTcLdh + c] = __float2bfloat16(kept ? p * keep_scale : 0.0f);
+          dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dP - Dc));
+        }
+      } else {
+        for (int rr = 0; rr < re; ++rr) {
+          const float p = exp2f(fmaf(Sf[rr * kTcLdf + c], scale_log2, -l2));
+          Pb[rr * kTcLdh + c] = __float2bfloat16(p * keep_scale);
+          dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dPf[rr * kTcLdf + c] * keep_scale - Dc));
+        }
+      }
+      for (int rr = re; rr < 16; ++rr) {
+        Pb[rr * kTcLdh + c] = __float2bfloat16(0.0f);
+        dSb[rr * kTcLdh + c] = __float2bfloat16(0.0f);
       }
     }
     __syncwarp();
