@@ -31,7 +31,7 @@
 // Dropout: a lane walks its elements along consecutive flat indices (keys j in the forward / dQ
 // kernel, where a row's keys are consecutive; the 16 keys of one query column in dK/dV) and
 // draws one Philox call per aligned group of 4 indices (common/philox.h's word index % 4), so
-// ~one call per four values and each element's decision equals dropout_keep.
+// ~one call per four values and each element's decision equals dropout_keep (dropout_run).
 // Determinism: no atomics; every output element is written by one lane after a fixed loop order.
 #pragma once
 
@@ -85,39 +85,34 @@ template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bf
   return __float2bfloat16(x);
 }
 
-// Dropout decisions along a run of consecutive flat indices with one Philox call per aligned
-// group of 4 (common/philox.h: the call for index >> 2 gives the words of indices 4m .. 4m+3).
-// start(first) draws first's group; each next() returns the decision for the current index,
-// dropout_keep(seed, site, step, idx, p), and advances, drawing a new group only on entering
-// one. Sequential on purpose: the 64-bit flat index is formed once per run, not per element, and
-// the word is picked with selects, not an indexed array, so the four words stay in registers.
-struct DropWalk {
-  uint64_t seed, step;
-  uint32_t site;
-  float p;
-  uint64_t idx;
-  bool fresh;  // idx's group is drawn and no element of it used yet
-  Philox4 r;
-  __device__ __forceinline__ DropWalk(uint64_t seed_, uint64_t step_, uint32_t site_, float p_)
-      : seed(seed_), step(step_), site(site_), p(p_), idx(0), fresh(false), r{{0, 0, 0, 0}} {}
-  __device__ __forceinline__ void draw() {
-    r = philox4x32_10((uint32_t)(idx >> 2), site, (uint32_t)step, (uint32_t)(step >> 32),
-                      (uint32_t)seed, (uint32_t)(seed >> 32));
+// Dropout on a run of n consecutive flat indices first .. first+n-1: f(k, keep) for k = 0 .. n-1
+// in order, keep = dropout_keep(seed, site, step, first + k, p). One Philox call per aligned
+// group of 4 indices (common/philox.h: the call for index >> 2 gives the words of indices
+// 4m .. 4m+3), so a run costs at most n/4 + 2 calls; the 64-bit index is formed once per run,
+// and the four words of a call are used by an unrolled loop (fixed word positions, so they
+// stay in registers; f is inlined four times).
+// Unrolling matters for nvcc; g++ (simt) does not know the pragma and would warn.
+#if defined(__CUDACC__)
+#define TC_UNROLL _Pragma("unroll")
+#else
+#define TC_UNROLL
+#endif
+template <class F>
+__device__ __forceinline__ void dropout_run(uint64_t seed, uint32_t site, uint64_t step, float p,
+                                            uint64_t first, int n, F&& f) {
+  int k = 0, w0 = (int)(first & 3);
+  while (k < n) {
+    const Philox4 r = philox4x32_10((uint32_t)((first + k) >> 2), site, (uint32_t)step,
+                                    (uint32_t)(step >> 32), (uint32_t)seed, (uint32_t)(seed >> 32));
+TC_UNROLL
+    for (int w = 0; w < 4; ++w)
+      if (w >= w0 && k < n) {
+        f(k, (float)(r.v[w] >> 8) * (1.0f / 16777216.0f) >= p);  // = philox_uniform >= p
+        ++k;
+      }
+    w0 = 0;
   }
-  __device__ __forceinline__ void start(uint64_t first) {
-    idx = first;
-    draw();
-    fresh = true;
-  }
-  __device__ __forceinline__ bool next() {
-    const uint32_t w = (uint32_t)idx & 3;
-    if (w == 0 && !fresh) draw();
-    fresh = false;
-    ++idx;
-    const uint32_t bits = w == 0 ? r.v[0] : w == 1 ? r.v[1] : w == 2 ? r.v[2] : r.v[3];
-    return (float)(bits >> 8) * (1.0f / 16777216.0f) >= p;  // = philox_uniform >= p
-  }
-};
+}
 
 __device__ __forceinline__ int clampi(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
 
@@ -197,7 +192,6 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
   const int r = lane >> 1, half = lane & 1;   // softmax mapping: row r, half the columns
   const int i = i0 + r;                       // this lane's query row
   const bool drop = p_drop > 0.0f;
-  DropWalk dw(seed, step, site, p_drop);
 
   FragA qa[4];
   FragC o[4];
@@ -236,12 +230,12 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     float sum = 0.0f;
     __nv_bfloat16* prow = Pb + r * kTcLdh;
     if (drop && i < T) {
-      dw.start((bh * T + i) * (uint64_t)T + j0 + c0);  // flat index of (i, j0 + c0)
-      for (int c = c0; c < ce; ++c) {
-        const float p = exp2f(fmaf(srow[c], scale_log2, -mt));
-        sum += p;
-        prow[c] = __float2bfloat16(dw.next() ? p : 0.0f);
-      }
+      dropout_run(seed, site, step, p_drop, (bh * T + i) * (uint64_t)T + j0 + c0, ce - c0,
+                  [&](int k, bool keep) {  // flat index of (i, j0 + c0 + k)
+                    const float p = exp2f(fmaf(srow[c0 + k], scale_log2, -mt));
+                    sum += p;
+                    prow[c0 + k] = __float2bfloat16(keep ? p : 0.0f);
+                  });
     } else {
       for (int c = c0; c < ce; ++c) {
         const float p = exp2f(fmaf(srow[c], scale_log2, -mt));
@@ -316,7 +310,6 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
   const int i = i0 + r;
   const bool row_ok = i < T;
   const bool drop = p_drop > 0.0f;
-  DropWalk dw(seed, step, site, p_drop);
 
   FragA qa[4], da[4];
   FragC dq[4];
@@ -363,12 +356,13 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
     const float* dprow = dPf + r * kTcLdf;
     __nv_bfloat16* dsrow = dSb + r * kTcLdh;
     if (drop && ce > c0) {
-      dw.start((bh * T + i) * (uint64_t)T + j0 + c0);
-      for (int c = c0; c < ce; ++c) {
-        const float p = exp2f(fmaf(srow[c], scale_log2, -lse2));  // P_ij
-        const float dP = dw.next() ? dprow[c] * keep_scale : 0.0f;
-        dsrow[c] = __float2bfloat16(p * (dP - Di));
-      }
+      dropout_run(seed, site, step, p_drop, (bh * T + i) * (uint64_t)T + j0 + c0, ce - c0,
+                  [&](int k, bool keep) {
+                    const int c = c0 + k;
+                    const float p = exp2f(fmaf(srow[c], scale_log2, -lse2));  // P_ij
+                    const float dP = keep ? dprow[c] * keep_scale : 0.0f;
+                    dsrow[c] = __float2bfloat16(p * (dP - Di));
+                  });
     } else {
       for (int c = c0; c < ce; ++c) {
         const float p = exp2f(fmaf(srow[c], scale_log2, -lse2));
@@ -424,7 +418,6 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
   const __nv_bfloat16* qh = qkv + (size_t)b * T * C3 + (size_t)h * kTcHd;
   const OutT* doh = dout + (size_t)b * T * C + (size_t)h * kTcHd;
   const bool drop = p_drop > 0.0f;
-  DropWalk dw(seed, step, site, p_drop);
 
   FragA ka[4], va[4];
   FragC dk[4], dv[4];
@@ -471,14 +464,13 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
       const int re = iq < T ? (T - j0 < 16 ? T - j0 : 16) : 0;  // rows [0, re): keys < T
       const float l2 = Ls[c], Dc = Ds[c];
       if (drop && re > 0) {
-        dw.start((bh * T + iq) * (uint64_t)T + j0);  // flat index of (iq, j0)
-        for (int rr = 0; rr < re; ++rr) {
-          const float p = exp2f(fmaf(Sf[rr * kTcLdf + c], scale_log2, -l2));
-          const bool kept = dw.next();
-          const float dP = kept ? dPf[rr * kTcLdf + c] * keep_scale : 0.0f;
-          Pb[rr * kTcLdh + c] = __float2bfloat16(kept ? p * keep_scale : 0.0f);
-          dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dP - Dc));
-        }
+        dropout_run(seed, site, step, p_drop, (bh * T + iq) * (uint64_t)T + j0, re,
+                    [&](int rr, bool keep) {  // flat index of (iq, j0 + rr)
+                      const float p = exp2f(fmaf(Sf[rr * kTcLdf + c], scale_log2, -l2));
+                      const float dP = keep ? dPf[rr * kTcLdf + c] * keep_scale : 0.0f;
+                      Pb[rr * kTcLdh + c] = __float2bfloat16(keep ? p * keep_scale : 0.0f);
+                      dSb[rr * kTcLdh + c] = __float2bfloat16(p * (dP - Dc));
+                    });
       } else {
         for (int rr = 0; rr < re; ++rr) {
           const float p = exp2f(fmaf(Sf[rr * kTcLdf + c], scale_log2, -l2));
@@ -595,3 +587,5 @@ inline void attention_backward_tc(cudaStream_t st, const OutT* dout, const __nv_
 }
 
 }  // namespace vit
+
+#undef TC_UNROLL
