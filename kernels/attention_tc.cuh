@@ -13,8 +13,9 @@
 //   dqkv (B, T, 3C) OutT                  = gradient w.r.t. qkv, every element          (=)
 //   scratch: attention_tc_scratch_floats() = B*NH*T floats (D_i = dO_i . O_i)
 // Rounding (what differs from the FP32 reference on the same bf16 inputs): P' is rounded to bf16
-// before P'V and dS before dS K / dS^T Q (tensor-core operands); out / dqkv are rounded once to
-// OutT. Everything else (scores, exponentials, row sums, D) is FP32.
+// before P'V and P'^T dO, dS before dS K / dS^T Q, dO to bf16 as an operand (exact when OutT is
+// bf16); out / dqkv are rounded once to OutT. Everything else (scores, exponentials, row sums,
+// lse, D) is FP32.
 //
 // Work split. A warp owns 16 rows (query rows in the forward and the dQ kernel, key rows in the
 // dK/dV kernel) of one (b, h); a block is W warps on consecutive 16-row tiles of the same (b, h),
@@ -59,9 +60,8 @@ constexpr unsigned kTcFull = 0xffffffffu;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// Bytes of the shared-memory pieces (all multiples of 32, so every tile keeps the 32-byte
-// alignment WMMA pointers need; the kernels have no static shared memory, so the dynamic region
-// starts at the block's shared window, which is more than 32-byte aligned).
+// Bytes of the shared-memory pieces: all multiples of 32, so on a 128-byte aligned dynamic
+// region (TC_SMEM) every tile keeps the 32-byte alignment WMMA pointers need.
 constexpr int kTileH = kTcChunk * kTcLdh * 2;  // (64, 72) bf16 chunk: 9216
 constexpr int kWarpH = 16 * kTcLdh * 2;        // (16, 72) bf16 per-warp tile: 2304
 constexpr int kWarpF = 16 * kTcLdf * 4;        // (16, 68) float per-warp tile: 4352
@@ -70,6 +70,14 @@ constexpr size_t dq_smem(int warps) { return 2 * kTileH + (size_t)warps * (2 * k
 constexpr size_t dkdv_smem(int warps) {
   return 2 * kTileH + 2 * kTcChunk * 4 + (size_t)warps * (2 * kWarpF + 2 * kWarpH);
 }
+
+// The kernels' dynamic shared memory, declared 128-byte aligned (kernels/common.cuh's
+// VIT_DYNAMIC_SMEM promises 16); simt's dynamic shared memory is 256-byte aligned.
+#if defined(__CUDACC__)
+#define TC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#else
+#define TC_SMEM(name) VIT_DYNAMIC_SMEM(unsigned char, name)
+#endif
 
 using namespace nvcuda;
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
@@ -176,7 +184,7 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
                                 float* __restrict__ lse, int T, int C, int NH, float scale_log2,
                                 float p_drop, float keep_scale, uint64_t seed, uint32_t site,
                                 uint64_t step) {
-  VIT_DYNAMIC_SMEM(unsigned char, smem);
+  TC_SMEM(smem);
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem);            // (64, 72) keys
   __nv_bfloat16* Vs = reinterpret_cast<__nv_bfloat16*>(smem + kTileH);   // (64, 72) values
@@ -291,7 +299,7 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
                                     float* __restrict__ Dbuf, OutT* __restrict__ dqkv, int T,
                                     int C, int NH, float scale, float scale_log2, float p_drop,
                                     float keep_scale, uint64_t seed, uint32_t site, uint64_t step) {
-  VIT_DYNAMIC_SMEM(unsigned char, smem);
+  TC_SMEM(smem);
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* Vs = reinterpret_cast<__nv_bfloat16*>(smem + kTileH);
@@ -399,7 +407,7 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
                                       OutT* __restrict__ dqkv, int T, int C, int NH, float scale,
                                       float scale_log2, float p_drop, float keep_scale,
                                       uint64_t seed, uint32_t site, uint64_t step) {
-  VIT_DYNAMIC_SMEM(unsigned char, smem);
+  TC_SMEM(smem);
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem);            // (64, 72) queries
   __nv_bfloat16* dOs = reinterpret_cast<__nv_bfloat16*>(smem + kTileH);  // (64, 72) dout rows
@@ -589,3 +597,4 @@ inline void attention_backward_tc(cudaStream_t st, const OutT* dout, const __nv_
 }  // namespace vit
 
 #undef TC_UNROLL
+#undef TC_SMEM
