@@ -276,6 +276,31 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"T260", 1, 260, 1, 0.0f, false}, Case{"T260_drop", 1, 260, 1, 0.25f, false}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
+// dropout_run on its own: every start alignment and run length (0..13 values, so runs that begin
+// and end inside a group of 4, span one, or several), against dropout_keep element by element.
+__global__ void __launch_bounds__(128) dropout_run_kernel(uint64_t base, float p, uint8_t* out) {
+  const int t = threadIdx.x, start = t % 8, n = t / 8 % 14;  // 112 (start, n) pairs
+  if (t >= 112) return;
+  for (int k = 0; k < 16; ++k) out[t * 16 + k] = 2;  // 2: not visited
+  vit::attn_tc::dropout_run(77, 5, 3, p, base + start, n,
+                            [&](int k, bool keep) { out[t * 16 + k] = keep ? 1 : 0; });
+}
+
+TEST(AttentionTc, DropoutRunMatchesDropoutKeep) {
+  VIT_REQUIRE_GPU();
+  const uint64_t base = (1ull << 34) + 4;  // above 2^32: the truncated block counter as philox_u32
+  DeviceBuffer<uint8_t> out(112 * 16);
+  LAUNCH(dropout_run_kernel, 1, 128, 0, 0, base, 0.5f, out.ptr);
+  const std::vector<uint8_t> got = out.download();
+  for (int t = 0; t < 112; ++t) {
+    const int start = t % 8, n = t / 8 % 14;
+    for (int k = 0; k < 16; ++k) {
+      const int want = k < n ? (int)vit::dropout_keep(77, 5, 3, base + start + k, 0.5f) : 2;
+      ASSERT_EQ((int)got[t * 16 + k], want) << "start " << start << " n " << n << " k " << k;
+    }
+  }
+}
+
 #if defined(VIT_SIMT)
 // The natural (lane-major) mapping too: nothing may depend on which mapping is used.
 TEST(AttentionTc, NaturalWmmaMapping) {
