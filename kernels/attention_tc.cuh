@@ -41,6 +41,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/error.h"
 #include "common/philox.h"
@@ -445,9 +446,13 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
     __syncthreads();
     const int nsub = min(kTcChunk, T - q0 + 15) / 16;
     load_rows(Qs, qh, C3, q0, nsub * 16, T, threadIdx.x, blockDim.x);
-    for (int e = threadIdx.x; e < nsub * 16 * kTcHd; e += blockDim.x) {  // dO as bf16 operands
-      const int rr = e / kTcHd, cc = e % kTcHd;
-      dOs[rr * kTcLdh + cc] = __float2bfloat16(q0 + rr < T ? to_float(doh[(size_t)(q0 + rr) * C + cc]) : 0.0f);
+    if constexpr (std::is_same<OutT, __nv_bfloat16>::value) {  // dO rows as they are, 16-byte loads
+      load_rows(dOs, doh, (size_t)C, q0, nsub * 16, T, threadIdx.x, blockDim.x);
+    } else {  // rounded to bf16 operands
+      for (int e = threadIdx.x; e < nsub * 16 * kTcHd; e += blockDim.x) {
+        const int rr = e / kTcHd, cc = e % kTcHd;
+        dOs[rr * kTcLdh + cc] = __float2bfloat16(q0 + rr < T ? to_float(doh[(size_t)(q0 + rr) * C + cc]) : 0.0f);
+      }
     }
     for (int e = threadIdx.x; e < kTcChunk; e += blockDim.x) {
       Ls[e] = q0 + e < T ? lse[bh * T + q0 + e] * kLog2e : 0.0f;
@@ -569,6 +574,7 @@ inline size_t attention_tc_scratch_floats(int B, int T, int C, int NH) { return 
 
 // dout (B,T,C) OutT, qkv (bf16), out and lse from attention_forward_tc (same p_drop/seed/site/
 // step) -> dqkv (B,T,3C) OutT (=, every element). scratch: attention_tc_scratch_floats() floats.
+// qkv and dout must be 16-byte aligned.
 template <class OutT>
 inline void attention_backward_tc(cudaStream_t st, const OutT* dout, const __nv_bfloat16* qkv,
                                   const OutT* out, const float* lse, OutT* dqkv, float* scratch,
@@ -578,6 +584,7 @@ inline void attention_backward_tc(cudaStream_t st, const OutT* dout, const __nv_
   check_shape("attention_backward_tc", B, T, C, NH, p_drop);
   if (B == 0) return;
   check_aligned("attention_backward_tc", qkv, "qkv");
+  check_aligned("attention_backward_tc", dout, "dout");
   const Geometry g = geometry(T, kTcMaxWarpsBwd);
   static const bool opted = (allow_smem(attention_tc_backward_dq_kernel<OutT>, dq_smem(kTcMaxWarpsBwd)),
                              allow_smem(attention_tc_backward_dkdv_kernel<OutT>, dkdv_smem(kTcMaxWarpsBwd)),
