@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     load_a4(qa, Pb);
     for (int d = 0; d < 4; ++d) wmma::fill_fragment(o[d], 0.0f);
   }
-  float m = -INFINITY, l = 0.0f;  // running max of S*log2(e)/8 and sum of exp2(. - m), row i
+  float m = -INFINITY, l = 0.0f;  // row i: running max of s = S*log2(e), sum of exp2(s - m)
 
   for (int j0 = 0; j0 < T; j0 += kTcChunk) {
     __syncthreads();  // every warp is done with the previous chunk
@@ -227,7 +227,8 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     }
     __syncwarp();
     // Online softmax of row i over columns [c0, c1) of this chunk (the two lanes of a row split
-    // the chunk's width; keys >= T are -inf).
+    // the chunk's width; keys >= T are skipped and get P' = 0). Tiles hold raw q.k; s = q.k *
+    // scale_log2 = S * log2(e).
     const int hw = nsub * 8, c0 = half * hw, c1 = c0 + hw;
     const int ce = clampi(T - j0, c0, c1);  // this lane's columns [c0, ce) hold keys < T
     float* srow = Sf + r * kTcLdf;
