@@ -329,7 +329,7 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
     // Tensor-core kernels (kernels/attention_tc.cuh): bf16 qkv, bf16 out / dout / dqkv, FP32 lse
     // and D. The backward recomputes S and dP' in both of its kernels (7 products of 2*T*T*hd
     // per head instead of 5); the row counts the 5 useful ones, as the FP32 row does.
-    if (c.head_dim() == attn_tc::kTcHd) {
+    if (attention_tc_supports_head_dim(c.head_dim())) {
       BufH qkvh(N * 3 * C, st), outh(N * C, st), douth(N * C, st), dqkvh(N * 3 * C, st), sh((size_t)B * NH * T * T, st);
       Buf tc_scratch(attention_tc_scratch_floats(B, T, C, NH), st);
       cx.row_bf16("attention fwd (tensor cores)", shp(sb), fl, 2.0 * (N * 3 * C + N * C) + 4.0 * B * NH * T, [&] {

@@ -12,7 +12,7 @@
 //            (+ u |out_ie| when out is bf16)
 //   D_i    : sum_e |dO_ie| * bound(out_ie)               D = dO . O uses the kernel's O
 //   dS_ij  : P_ij * bound(D_i) + u |dS_ij|               dS rounded to bf16 before dS K, dS^T Q
-//   dq_ie  : sum_j bound(dS_ij) |k_je| / 8,  dk_je : sum_i bound(dS_ij) |q_ie| / 8
+//   dq_ie  : sum_j bound(dS_ij) |k_je| / sqrt(hd),  dk_je : sum_i bound(dS_ij) |q_ie| / sqrt(hd)
 //   dv_je  : u * sum_i |P'_ij dO_ie|
 //            (+ u |value| for bf16 dqkv)
 // plus an FP32 allowance of 1e-5 relative on the same sums (scores, exponentials and sums are
@@ -86,6 +86,7 @@ struct Case {
   int B, T, NH;
   float p_drop;
   bool bf16_out;
+  int hd = 64;  // head dim (C = hd * NH)
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -96,8 +97,8 @@ struct Expect {  // reference values and bounds, all (B,T,C) / (B,NH,T) / (B,T,3
 
 Expect expected(const Case& c, const std::vector<float>& qkv, const std::vector<float>& dout,
                 uint64_t seed, uint32_t site, uint64_t step) {
-  const int B = c.B, T = c.T, NH = c.NH, hd = 64, C = NH * hd, C3 = 3 * C;
-  const double uo = c.bf16_out ? kU : 0.0, scale = 1.0 / 8;
+  const int B = c.B, T = c.T, NH = c.NH, hd = c.hd, C = NH * hd, C3 = 3 * C;
+  const double uo = c.bf16_out ? kU : 0.0, scale = 1.0 / std::sqrt((double)hd);
   const float keep_scale = vit::ref::dropout_scale(c.p_drop);
   Expect x;
   x.out.resize((size_t)B * T * C);
@@ -184,7 +185,7 @@ template <class OutT>
 Result run(const Case& c, const DeviceBuffer<__nv_bfloat16>& qkv, const std::vector<float>& dout_f,
            uint64_t seed, uint32_t site, uint64_t step) {
   const size_t BT = (size_t)c.B * c.T;
-  const int C = 64 * c.NH;
+  const int C = c.hd * c.NH;
   std::vector<OutT> dout_h(dout_f.size());
   for (size_t e = 0; e < dout_f.size(); ++e) dout_h[e] = vit::attn_tc::from_float<OutT>(dout_f[e]);
   DeviceBuffer<OutT> dout(dout_h), out(BT * C), dqkv(BT * 3 * C);
@@ -205,7 +206,7 @@ Result run(const Case& c, const DeviceBuffer<__nv_bfloat16>& qkv, const std::vec
 class AttentionTcTest : public ::testing::TestWithParam<Case> {};
 
 void check_case(const Case& c) {
-  const int C = 64 * c.NH, C3 = 3 * C;
+  const int C = c.hd * c.NH, C3 = 3 * C;
   const size_t BT = (size_t)c.B * c.T;
   const uint64_t seed = 4321, step = 5;
   const uint32_t site = vit::layer_site(2, 0);
@@ -264,7 +265,7 @@ TEST_P(AttentionTcTest, MatchesReferenceWithinBf16Bounds) {
 #endif
 }
 
-// B, NH small for simt; head dim 64 (C = 64 NH). T = 17: one partial 16-row tile past the first;
+// B, NH small for simt; head dim 64 (C = 64 NH) unless given. T = 17: one partial 16-row tile past the first;
 // 65: a 64-key chunk plus a 1-key sub-tile (basic preset); 197: 4 chunks (vit-b16); 260: 5.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, AttentionTcTest,
@@ -273,7 +274,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"T65_drop_bf16", 1, 65, 2, 0.1f, true},
                       Case{"T197", 1, 197, 2, 0.0f, false}, Case{"T197_drop", 1, 197, 2, 0.1f, false},
                       Case{"T197_bf16", 1, 197, 1, 0.0f, true},
-                      Case{"T260", 1, 260, 1, 0.0f, false}, Case{"T260_drop", 1, 260, 1, 0.25f, false}),
+                      Case{"T260", 1, 260, 1, 0.0f, false}, Case{"T260_drop", 1, 260, 1, 0.25f, false},
+                      // the other head dims (the tiny preset's is 32)
+                      Case{"T65_hd32_drop", 1, 65, 2, 0.1f, false, 32},
+                      Case{"T17_hd32_bf16", 2, 17, 2, 0.0f, true, 32},
+                      Case{"T197_hd32_drop", 1, 197, 2, 0.1f, false, 32}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 // dropout_run on its own: every start alignment and run length (0..13 values, so runs that begin
@@ -315,8 +320,8 @@ TEST(AttentionTc, NaturalWmmaMapping) {
 TEST(AttentionTc, UnsupportedShapesFailClearly) {
   VIT_REQUIRE_GPU();
   float* f = nullptr;
-  EXPECT_THROW(vit::attention_forward_tc<float>(0, nullptr, f, f, 1, 17, 64, 2, 0.0f, 0, 0, 0),
-               vit::Error);  // head dim 32
+  EXPECT_THROW(vit::attention_forward_tc<float>(0, nullptr, f, f, 1, 17, 32, 2, 0.0f, 0, 0, 0),
+               vit::Error);  // head dim 16
   EXPECT_THROW(vit::attention_forward_tc<float>(0, nullptr, f, f, 1, 0, 128, 2, 0.0f, 0, 0, 0),
                vit::Error);  // T = 0
   EXPECT_THROW(vit::attention_forward_tc<float>(0, nullptr, f, f, 1, 17, 128, 2, 1.0f, 0, 0, 0),
