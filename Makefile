@@ -163,11 +163,22 @@ build/simt/vit_bench: $(BENCH_SRC:%.cu=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) 
 	$(CXX) $(CXXFLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT_PROG)
 
 # Registers, spills, local memory, static shared memory and occupancy of every kernel, for sm_80
-# and sm_90, from ptxas (this toolkit ships no cuobjdump). gpu_rows.cu calls every launcher, so
-# compiling it instantiates every kernel.
+# and sm_90, from ptxas; gpu_rows.cu calls every launcher, so compiling it instantiates every
+# kernel. Where a cuobjdump is found (the toolkit's, or the PyPI wheel nvidia-cuda-cuobjdump
+# with the nvdisasm it runs, installed by `pip install --target .tools nvidia-cuda-cuobjdump
+# nvidia-cuda-nvdisasm`), the cubins' SASS is read back too and each kernel's tensor-core
+# instructions (HMMA / HGMMA) are counted.
+CUOBJDUMP  ?= $(firstword $(shell command -v cuobjdump 2>/dev/null) $(wildcard $(CUDA_HOME)/bin/cuobjdump .tools/nvidia/*/bin/cuobjdump))
+RES_DIR    := build/resources
 resources: | check-nvcc build/.headers-ok
-	@{ for a in 80 90; do $(NVCC) $(NVCCFLAGS) $(BENCH_CUDNN) -arch=sm_$$a --resource-usage \
-	     -c bench/gpu_rows.cu -o /dev/null 2>&1 || exit 1; done; } | $(PYTHON) bench/resources.py
+	@mkdir -p $(RES_DIR)
+	@for a in 80 90; do $(NVCC) $(filter-out -MMD -MP,$(NVCCFLAGS)) $(BENCH_CUDNN) -arch=sm_$$a \
+	   --resource-usage -cubin bench/gpu_rows.cu -o $(RES_DIR)/gpu_rows_sm_$$a.cubin 2>&1 || exit 1; \
+	 done > $(RES_DIR)/ptxas.txt || { cat $(RES_DIR)/ptxas.txt; exit 1; }
+	@$(if $(CUOBJDUMP),for a in 80 90; do PATH="$$PATH:$(abspath $(dir $(CUOBJDUMP)))" $(CUOBJDUMP) -sass $(RES_DIR)/gpu_rows_sm_$$a.cubin \
+	   > $(RES_DIR)/sass_sm_$$a.txt || exit 1; done,echo "(no cuobjdump: tensor-core instruction counts left out)")
+	@$(PYTHON) bench/resources.py $(if $(CUOBJDUMP),--sass sm_80=$(RES_DIR)/sass_sm_80.txt \
+	   --sass sm_90=$(RES_DIR)/sass_sm_90.txt) < $(RES_DIR)/ptxas.txt
 
 # --- tests ----------------------------------------------------------------------------------------
 # build/test_simt: every test; CUDA code runs on the CPU through simt.

@@ -21,6 +21,7 @@
 #include "host/cuda_model.h"
 #include "kernels/adam.cuh"
 #include "kernels/attention.cuh"
+#include "kernels/attention_tc.cuh"
 #include "kernels/common.cuh"
 #include "kernels/gelu.cuh"
 #include "kernels/input.cuh"
@@ -52,6 +53,7 @@ struct Device {
   std::string name;
   int cc = 0, sms = 0, l2 = 0;
   double clock_hz = 0, bw = 0, fp32 = 0, tf32 = 0;
+  double bf16 = 0;  // dense BF16 tensor-core FLOP/s: twice TF32's on every part in the table
 };
 
 Device query_device() {
@@ -73,6 +75,7 @@ Device query_device() {
     if (a.cc <= d.cc) best = &a;  // the nearest architecture at or below
   d.fp32 = d.sms * d.clock_hz * best->fp32;
   d.tf32 = d.sms * d.clock_hz * best->tf32;
+  d.bf16 = 2 * d.tf32;
   return d;
 }
 
@@ -112,6 +115,18 @@ __global__ void __launch_bounds__(256) fill_kernel(float* p, size_t n, float sca
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < n) p[i] = scale * (float)((int)((i * 2654435761u) % 2001u) - 1000) / 1000.0f;
 }
+__global__ void __launch_bounds__(256) fill_bf16_kernel(__nv_bfloat16* p, size_t n, float scale) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) p[i] = __float2bfloat16(scale * (float)((int)((i * 2654435761u) % 2001u) - 1000) / 1000.0f);
+}
+struct BufH {  // the same, in bf16
+  __nv_bfloat16* p = nullptr;
+  BufH(size_t n, cudaStream_t st, float scale = 0.1f) {
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(__nv_bfloat16)));
+    LAUNCH(fill_bf16_kernel, ceil_div(std::max<size_t>(n, 1), 256), 256, 0, st, p, n, scale);
+  }
+  ~BufH() { cudaFree(p); }
+};
 struct Buf {
   float* p = nullptr;
   Buf(size_t n, cudaStream_t st, float scale = 0.1f) {
@@ -157,6 +172,15 @@ struct Ctx {
     r.note = note.empty() ? (pf > pb ? (tensor ? "of TF32 peak" : "of FP32 peak") : "of DRAM peak")
                           : note;
     rows->push_back(r);
+  }
+  // A BF16 tensor-core row: compute judged against the dense BF16 peak.
+  void row_bf16(const std::string& name, const std::string& shape, double flops, double bytes,
+                const std::function<void()>& f, const std::string& note = "") {
+    row(name, shape, flops, bytes, true, f, note);
+    BenchRow& r = rows->back();
+    const double s = r.ms * 1e-3, pf = flops / s / dev.bf16, pb = bytes / s / dev.bw;
+    r.pct_peak = 100 * std::max(pf, pb);
+    if (note.empty()) r.note = pf > pb ? "of BF16 peak" : "of DRAM peak";
   }
 };
 
@@ -354,6 +378,36 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
                                              (long long)T * T, &zero, q.p, C, (long long)hd,
                                              B * NH));
     }, "baseline (approx. head strides)");
+    // Tensor-core kernels (kernels/attention_tc.cuh): bf16 qkv, bf16 out / dout / dqkv, FP32 lse
+    // and D. The backward recomputes S and dP' in both of its kernels (7 products of 2*T*T*hd
+    // per head instead of 5); the row counts the 5 useful ones, as the FP32 row does.
+    if (attention_tc_supports_head_dim(c.head_dim())) {
+      BufH qkvh(N * 3 * C, st), outh(N * C, st), douth(N * C, st), dqkvh(N * 3 * C, st), sh((size_t)B * NH * T * T, st);
+      Buf tc_scratch(attention_tc_scratch_floats(B, T, C, NH), st);
+      cx.row_bf16("attention fwd (tensor cores)", shp(sb), fl, 2.0 * (N * 3 * C + N * C) + 4.0 * B * NH * T, [&] {
+        attention_forward_tc<__nv_bfloat16>(st, qkvh.p, outh.p, lse.p, B, T, C, NH, c.attn_dropout, 1, 16, 1);
+      });
+      cx.row_bf16("attention bwd (tensor cores)", shp(sb), 2.5 * fl,
+                  2.0 * (N * 3 * C + 3.0 * N * C) + 12.0 * B * NH * T, [&] {
+        attention_backward_tc<__nv_bfloat16>(st, douth.p, qkvh.p, outh.p, lse.p, dqkvh.p, tc_scratch.p,
+                                             B, T, C, NH, c.attn_dropout, 1, 16, 1);
+      });
+      // Baseline: the same two unfused products in BF16 on tensor cores (FP32 accumulation,
+      // bf16 scores materialised), softmax excluded.
+      const float bscale = scale;
+      cx.row_bf16("cuBLAS attention GEMMs (bf16)", shp(sb), fl, 2.0 * (3.0 * N * C + 2.0 * B * NH * T * T), [&] {
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cx.h, CUBLAS_OP_T, CUBLAS_OP_N, T, T, hd, &bscale,
+                                                qkvh.p + C, CUDA_R_16BF, 3 * C, (long long)hd, qkvh.p,
+                                                CUDA_R_16BF, 3 * C, (long long)hd, &zero, sh.p,
+                                                CUDA_R_16BF, T, (long long)T * T, B * NH,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cx.h, CUBLAS_OP_N, CUBLAS_OP_N, hd, T, T, &one,
+                                                qkvh.p + 2 * C, CUDA_R_16BF, 3 * C, (long long)hd,
+                                                sh.p, CUDA_R_16BF, T, (long long)T * T, &zero,
+                                                outh.p, CUDA_R_16BF, C, (long long)hd, B * NH,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      }, "baseline (approx. head strides)");
+    }
   }
   // loss and optimizer
   {

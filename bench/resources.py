@@ -7,7 +7,11 @@ Reads ptxas's report on stdin. The block size of a kernel is its `__launch_bound
 with the header's constexpr constants and the kernel's template arguments (read off the
 demangled name); kernels without one are shown at 256 threads, marked '*'.
 Dynamic shared memory is chosen at launch and is not included.
+
+With `--sass ARCH=FILE` (cuobjdump -sass of that architecture's cubin), a column counts each
+kernel's tensor-core instructions in its SASS (HMMA: mma.sync / WMMA; HGMMA: sm_90 wgmma).
 """
+import argparse
 import glob
 import re
 import subprocess
@@ -85,7 +89,27 @@ def demangle(names):
         return {n: n for n in names}
 
 
+def tensor_ops(paths):
+    """(arch, mangled kernel name) -> number of HMMA/HGMMA instructions, from cuobjdump -sass."""
+    counts = {}
+    for spec in paths:
+        arch, path = spec.split("=", 1)
+        cur = None
+        for line in open(path):
+            m = re.search(r"Function : (\S+)", line)
+            if m:
+                cur = (arch, m.group(1))
+                counts[cur] = 0
+            elif cur and re.search(r"\b(HMMA|HGMMA)\.", line):
+                counts[cur] += 1
+    return counts
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sass", action="append", default=[], metavar="ARCH=FILE")
+    args = ap.parse_args()
+    tc = tensor_ops(args.sass)
     text = sys.stdin.read()
     rows, cur = [], None
     for line in text.splitlines():
@@ -110,8 +134,8 @@ def main():
     names = demangle(sorted({r["name"] for r in rows}))
     bounds, consts = launch_bounds()
     bad = 0
-    print("%-6s %-60s %5s %7s %6s %7s %6s %6s" % ("arch", "kernel", "regs", "spill B", "stack", "smem B",
-                                                 "block", "occ %"))
+    print("%-6s %-60s %5s %7s %6s %7s %6s %6s%s" % ("arch", "kernel", "regs", "spill B", "stack", "smem B",
+                                                   "block", "occ %", "   HMMA" if tc else ""))
     for r in sorted(rows, key=lambda r: (r["arch"], names[r["name"]])):
         pretty = names[r["name"]]
         short = re.sub(r"^(?:void )?vit::(?:\(anonymous namespace\)::)?", "", pretty)
@@ -125,10 +149,18 @@ def main():
         bad += spill > 0 or r["stack"] > 0
         if len(short) > 60:
             short = short[:57] + "..."
-        print("%-6s %-60s %5d %7d %6d %7d %5d%1s %6.0f" % (r["arch"], short, r["regs"], spill,
-                                                           r["stack"], r["smem"], threads, mark, occ))
+        hm = ""
+        if tc:
+            n = tc.get((r["arch"], r["name"]))
+            hm = "%7s" % ("?" if n is None else n)
+        print("%-6s %-60s %5d %7d %6d %7d %5d%1s %6.0f%s" % (r["arch"], short, r["regs"], spill,
+                                                             r["stack"], r["smem"], threads, mark, occ, hm))
     print("\n%d kernel builds; %s" % (len(rows), "no spills and no local memory in any kernel"
                                        if bad == 0 else "%d with spills or local memory (stack)" % bad))
+    if tc:
+        with_tc = sorted({names[r["name"]] for r in rows if tc.get((r["arch"], r["name"]), 0) > 0})
+        print("kernels with tensor-core instructions (HMMA/HGMMA) in their SASS: %d" % len(with_tc))
+    print("Dynamic shared memory is not in 'smem B' nor in 'occ %' (set at launch; see the kernels).")
 
 
 if __name__ == "__main__":
