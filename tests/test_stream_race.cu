@@ -51,7 +51,7 @@ Trace train(const StreamTestHooks* hooks) {
   ModelOptions o;
   o.seed = 77;
   o.max_batch = 4;
-  o.tf32 = false;
+  o.precision = vit::Precision::Fp32;
   o.input.augment = Augment::CropFlip;
   const int B = 4, steps = 8;
   set_stream_test_hooks(hooks);

@@ -210,9 +210,8 @@ run_step bench 90 ./vit_bench --quick --no-pytorch --json "$OUT_DIR/bench.json"
 record bench "$(status_of)" "$STEP_S" "$(detail_of "vit_bench --quick --no-pytorch: $(grep -o '"name"' "$OUT_DIR/bench.json" 2>/dev/null | wc -l) rows in bench.json")"
 
 # ---- 8. vit_train on synthetic data, cpu against cuda -----------------------------------------------------
-# PRECISIONS: name:flags of every precision mode vit_train has. HOOK (--precision): when the
-# bf16 / fp16 modes land, add e.g. "bf16:--precision bf16" with their tolerances below.
-PRECISIONS=("fp32:--no-tf32" "tf32:")
+# PRECISIONS: name:flags of every precision mode vit_train has (--precision).
+PRECISIONS=("fp32:--precision fp32" "tf32:--precision tf32" "bf16:--precision bf16")
 TRAIN_ARGS=(--preset tiny --epochs 2 --batch-size 32 --seed 7 --log-every 10)
 ./build/toy_cifar "$WORK/toy" 640 160 >>"$LOG" 2>&1
 run_step train-cpu 60 ./vit_train --device cpu --data "$WORK/toy" --out "$WORK/cpu" "${TRAIN_ARGS[@]}"
@@ -228,8 +227,9 @@ done < <(rows_of "$WORK/cpu/metrics.csv")
 for p in "${PRECISIONS[@]}"; do
   name=${p%%:*}; flags=${p#*:}
   # Tolerances on the losses (relative) and accuracies (absolute), per precision: FP32 differs
-  # from the CPU only by summation order; TF32 rounds GEMM inputs to 10-bit mantissas.
-  case $name in fp32) rtol=1e-3; atol_acc=0.02 ;; *) rtol=3e-2; atol_acc=0.06 ;; esac
+  # from the CPU only by summation order; TF32 rounds GEMM inputs to 10-bit mantissas, BF16
+  # stores GEMM operands with 8-bit mantissas (the BF16 learning test allows 2% on the loss).
+  case $name in fp32) rtol=1e-3; atol_acc=0.02 ;; tf32) rtol=3e-2; atol_acc=0.06 ;; *) rtol=5e-2; atol_acc=0.08 ;; esac
   # shellcheck disable=SC2086
   run_step "train-cuda-$name" 60 ./vit_train --device cuda $flags --data "$WORK/toy" --out "$WORK/$name" "${TRAIN_ARGS[@]}"
   res=$(status_of); d=$(detail_of "")
