@@ -46,6 +46,7 @@
 #include "common/philox.h"
 #include "kernels/adam.cuh"
 #include "kernels/attention.cuh"
+#include "kernels/attention_tc.cuh"
 #include "kernels/common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
@@ -476,7 +477,14 @@ class CudaModel final : public Model {
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
       linear_backward(through_dropout(layer_site(l, 1)), {A.att, A.atth, d.C}, b.proj_w, a.datt,
                       d.C, g + b.proj_w, g + b.proj_b, NT, d.C, d.C);
-      if (d.bf16)
+      if (d.bf16 && attention_tc_supports_head_dim(d.C / d.NH)) {
+        // The tensor-core backward takes dout and out in one type: the FP32 gradient and the
+        // saved BF16 output widened (exactly) into tmp, which is free again here.
+        from_bf16(stream_, (const bf16*)A.atth, a.tmp, n);
+        attention_backward_tc(stream_, (const float*)a.datt, (const bf16*)A.qkvh,
+                              (const float*)a.tmp, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C, d.NH,
+                              p_attn, seed, layer_site(l, 0), step);
+      } else if (d.bf16)
         attention_backward(stream_, a.datt, (const bf16*)A.qkvh, (const bf16*)A.atth, A.lse,
                            a.dqkv, a.scratch, d.B, d.T, d.C, d.NH, p_attn, seed,
                            layer_site(l, 0), step);
@@ -632,8 +640,14 @@ class CudaModel final : public Model {
         linear_forward({nullptr, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
                        a.dqkv, NT, d.C, 3 * d.C);
         to_bf16(stream_, a.dqkv, A.qkvh, 3 * n);
-        attention_forward(stream_, A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
-                          layer_site(l, 0), step);
+        // Tensor cores (kernels/attention_tc.cuh) for the head dims they take; else the FP32-math
+        // kernel on the BF16 values.
+        if (attention_tc_supports_head_dim(d.C / d.NH))
+          attention_forward_tc(stream_, (const bf16*)A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH,
+                               p_attn, seed, layer_site(l, 0), step);
+        else
+          attention_forward(stream_, A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
+                            layer_site(l, 0), step);
       } else {
         linear_forward({A.ln1, nullptr, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
                        A.qkv, NT, d.C, 3 * d.C);

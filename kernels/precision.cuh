@@ -87,4 +87,17 @@ inline void to_bf16(cudaStream_t st, const float* x, bf16* y, size_t n) {
   to_bf16(st, x, n, y, n, n ? 1 : 0, n);
 }
 
+// ---- BF16 -> FP32 (exact) --------------------------------------------------------------------
+static __global__ void __launch_bounds__(256) from_bf16_kernel(const bf16* __restrict__ x,
+                                                               float* __restrict__ y, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+// y (n) = x (n) widened to FP32: every BF16 value is a float, so this is exact.
+inline void from_bf16(cudaStream_t st, const bf16* x, float* y, size_t n) {
+  if (n == 0) return;
+  LAUNCH(from_bf16_kernel, grid_stride_blocks(n, 256), 256, 0, st, x, y, n);
+}
+
 }  // namespace vit
