@@ -167,7 +167,8 @@ template <int HD>
 __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const float* __restrict__ qkv, float* __restrict__ out,
                                          float* __restrict__ lse, int T, int C, int NH,
                                          float scale, float p_drop, float keep_scale,
-                                         uint64_t seed, uint32_t site, uint64_t step) {
+                                         uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kFwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Ks = smem;              // (TILE, HD)
@@ -241,7 +242,8 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_ke
                                              float* __restrict__ Dbuf, float* __restrict__ dqkv,
                                              int T, int C, int NH, float scale, float p_drop,
                                              float keep_scale, uint64_t seed, uint32_t site,
-                                             uint64_t step) {
+                                             DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kBwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Ks = smem;              // (TILE, HD)
@@ -312,7 +314,8 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dkdv_
                                                const float* __restrict__ Dbuf,
                                                float* __restrict__ dqkv, int T, int C, int NH,
                                                float scale, float p_drop, float keep_scale,
-                                               uint64_t seed, uint32_t site, uint64_t step) {
+                                               uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kBwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Qs = smem;                    // (TILE, HD) q rows of the query tile
@@ -413,7 +416,7 @@ inline int check_shape(const char* fn, int B, int T, int C, int NH, float p_drop
 template <int HD>
 inline void forward_launch(cudaStream_t st, const float* qkv, float* out, float* lse, int B, int T,
                            int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                           uint64_t step) {
+                           DevStep step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
   LAUNCH((attention_forward_kernel<HD>), grid, kRows * (HD / kFeat),
@@ -424,7 +427,7 @@ inline void forward_launch(cudaStream_t st, const float* qkv, float* out, float*
 template <int HD>
 inline void backward_launch(cudaStream_t st, const float* dout, const float* qkv, const float* out,
                             const float* lse, float* dqkv, float* Dbuf, int B, int T, int C,
-                            int NH, float p_drop, uint64_t seed, uint32_t site, uint64_t step) {
+                            int NH, float p_drop, uint64_t seed, uint32_t site, DevStep step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const int threads = kRows * (HD / kFeat);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
@@ -442,7 +445,7 @@ inline void backward_launch(cudaStream_t st, const float* dout, const float* qkv
 // qkv (B,T,3C) -> out (B,T,C) (=), lse (B,NH,T) (=). Dropout p_drop on the probabilities.
 inline void attention_forward(cudaStream_t st, const float* qkv, float* out, float* lse, int B,
                               int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                              uint64_t step) {
+                              DevStep step) {
   const int hd = attn_detail::check_shape("attention_forward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
@@ -476,7 +479,7 @@ inline size_t attention_scratch_floats(int B, int T, int C, int NH) {
 inline void attention_backward(cudaStream_t st, const float* dout, const float* qkv,
                                const float* out, const float* lse, float* dqkv, float* scratch,
                                int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                               uint32_t site, uint64_t step) {
+                               uint32_t site, DevStep step) {
   const int hd = attn_detail::check_shape("attention_backward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
