@@ -8,7 +8,10 @@
 //             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
 //             (+ dlogits; loss sum and correct count accumulate on the device)
 //   backward  the same in reverse with the backward launchers; parameter gradients +=.
-//   optimizer grad_norm_clip -> adam_update, each one launch over the flat buffers.
+//   optimizer grad_norm_clip (only when clipping) -> adam_update (which also zeroes the
+//             gradients, so zero_grad issues no memset), each one launch over the flat buffers.
+// train_step() runs all of it, every micro-batch, as one CUDA graph per shape (host/step_graph.h;
+// the graph section below; docs/cuda_model.md).
 // The host never waits for the GPU inside a step: results are read back only by get_*(),
 // last_loss(), last_grad_norm() and take_metrics().
 //

@@ -844,8 +844,8 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
       std::vector<Model::MicroBatch> mbs;
       for (int m = rank * micro_per_rank; m < std::min(n_micro, (rank + 1) * micro_per_rank); ++m) {
         const int off = m * micro, cnt = std::min(micro, b.count - off);
-        mbs.push_back({b.images + (size_t)off * train.image_bytes(), b.labels + off, cnt,
-                       st.micro_step + m});
+        mbs.push_back(Model::MicroBatch{b.images + (size_t)off * train.image_bytes(),
+                                        b.labels + off, cnt, (uint64_t)(st.micro_step + m)});
       }
       const double lr = learning_rate(o, st.step, spe);
       // zero_grad, each micro-batch's forward + backward, the update: one CUDA graph on the GPU.
