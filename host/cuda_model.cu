@@ -333,6 +333,10 @@ class CudaModel final : public Model {
                uint64_t step) override {
     check_batch(B);
     if (!images || !labels) throw Error("CudaModel::forward needs images and labels");
+    if (!train && opt_.cuda_graph) {  // evaluation: one graph per batch size
+      eval_graph_forward(images, labels, B, step);
+      return;
+    }
     const int s = slot_;
     slot_ ^= 1;
     // Stage the batch (the caller may reuse its buffers as soon as we return).
@@ -482,6 +486,45 @@ class CudaModel final : public Model {
     metric_count_ += total;
     last_clipped_ = o.clip_grad > 0;
     grads_zero_ = nspans_ > 0;
+  }
+
+  // An evaluation forward as a graph: the input copies from the graph's pinned staging, then
+  // issue_forward. Keyed by the batch size (the evaluation's full batches and its last one).
+  void eval_graph_forward(const uint8_t* images, const int32_t* labels, int B, uint64_t step) {
+    const size_t per_image = (size_t)dims_.Cin * dims_.S * dims_.S;
+    const int par = graph_parity_;
+    graph_parity_ ^= 1;
+    auto setup = [&](StepGraph& g) {
+      g.pinned.resize(3, nullptr);
+      CUDA_CHECK(cudaMallocHost(&g.pinned[0], std::max<size_t>((size_t)B * per_image, 1)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[1], (size_t)B * sizeof(int32_t)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[2], sizeof(GraphScalars)));
+    };
+    auto issue = [&](StepGraph& g) {
+      CUDA_CHECK(cudaMemcpyAsync(dev_scalars_, g.pinned[2], sizeof(GraphScalars),
+                                 cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(act_.img[0], g.pinned[0], (size_t)B * per_image,
+                                 cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(act_.label[0], g.pinned[1], (size_t)B * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream_));
+      // The step only names the batch in the non-finite record (no randomness in evaluation).
+      issue_forward(act_.img[0], act_.label[0], B, /*train=*/false,
+                    DevStep(&dev_scalars_->step, 0));
+    };
+    StepGraph& g = graphs_->get("eval " + std::to_string(B), par, stream_, setup, issue);
+    CUDA_CHECK(cudaEventSynchronize(g.done));  // this staging's last launch, two graphs back
+    memcpy(g.pinned[0], images, (size_t)B * per_image);
+    memcpy(g.pinned[1], labels, (size_t)B * sizeof(int32_t));
+    GraphScalars sc{};
+    sc.step = step;
+    memcpy(g.pinned[2], &sc, sizeof sc);
+    StepGraphCache::launch(g, stream_);
+    for (int s = 0; s < 2; ++s) CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
+    last_B_ = B;
+    last_step_ = step;
+    last_train_ = false;
+    have_forward_ = true;
+    metric_count_ += B;
   }
 
   // ---- the step's pieces, issued on stream_ (eagerly, or into a graph's capture) ----------

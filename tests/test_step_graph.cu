@@ -118,6 +118,20 @@ TEST(StepGraph, EagerLaunchesAreTheStepModelsAndAGraphStepIsOneLaunch) {
     EXPECT_EQ(n.eager.total(), 480u);
     EXPECT_EQ(n.graph.total(), 1u);
   }
+  {
+    SCOPED_TRACE("an evaluation forward");
+    const Config c = basic_like();
+    std::unique_ptr<Model> m = vit::make_cuda_model(c, options(16, true));
+    std::vector<uint8_t> img(2 * 3 * 16 * 16, 7);
+    std::vector<int32_t> lab(2, 1);
+    for (int i = 0; i < 2; ++i) m->forward(img.data(), lab.data(), 2, false, i);  // captures
+    const LaunchCounts before = vit::launch_counts();
+    m->forward(img.data(), lab.data(), 2, false, 2);
+    const LaunchCounts n = vit::launch_counts() - before;
+    EXPECT_EQ(n.graphs, 1u);
+    EXPECT_EQ(n.total(), 1u);
+    m->take_metrics();
+  }
 }
 
 namespace {
@@ -149,6 +163,11 @@ StepRun train(const Config& c, const ModelOptions& o, const OptimConfig& opt) {
     vit::Metrics mt = m->take_metrics();
     r.loss_sums.push_back(mt.loss_sum);
     r.correct.push_back(mt.correct);
+    // An evaluation forward (a graph per batch size too) of the step's second micro-batch.
+    m->forward(img.data() + 3 * per, lab.data() + 3, second, /*train=*/false, micro);
+    mt = m->take_metrics();
+    r.loss_sums.push_back(mt.loss_sum);
+    r.correct.push_back(mt.correct);
   }
   const size_t n = m->layout().total;
   r.params.resize(n);
@@ -156,6 +175,7 @@ StepRun train(const Config& c, const ModelOptions& o, const OptimConfig& opt) {
   r.v.resize(n);
   m->get_params(r.params.data());
   m->get_adam_state(r.m.data(), r.v.data());
+  // The last forward: the evaluation of 3 images.
   r.logits.resize(3 * c.classes);
   m->get_logits(r.logits.data());
   r.last_loss = m->last_loss();
