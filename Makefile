@@ -4,6 +4,8 @@
 #   make test       build and run the tests: the CUDA code under simt (g++, on the CPU, always)
 #                   and the CUDA tests built by nvcc (run on a GPU when one is present)
 #   make bench      ./vit_bench
+#   make simt       build/simt/vit_train, vit_predict, vit_bench: the same programs with their CUDA
+#                   path run on the CPU by simt (g++, no GPU needed; --device cuda works, slowly)
 #   make resources  registers / spills / shared memory per kernel from ptxas
 #   make deps       install the Debian/Ubuntu packages the build and tests need (run as root)
 #   make data       download and verify CIFAR-10 into data/
@@ -28,9 +30,16 @@ NCCL_LIBS  := $(if $(NCCL_H),-lnccl,)
 
 OPT        ?= -O2
 CXXFLAGS   := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -I. -MMD -MP
+# CUDA sources under simt are checked for misaligned accesses (a GPU faults on them, x86 does not):
+# UBSan's alignment check, fatal, with simt naming the kernel (simt/scheduler.cpp).
+SIMT_SAN   := -fsanitize=alignment -fno-sanitize-recover=alignment
 # simt/include/ comes first so that <mma.h>, <cuda_pipeline.h> and <cuda_pipeline_primitives.h>
 # are simt's device-side emulations (NVIDIA's compile to nothing outside nvcc).
-SIMTFLAGS  := -DVIT_SIMT -Isimt/include -isystem $(CUDA_HOME)/include -x c++
+SIMTFLAGS  := -DVIT_SIMT -Isimt/include -isystem $(CUDA_HOME)/include $(SIMT_SAN) -x c++
+# Every program linked from simt objects needs these: the sanitizer runtime, and
+# simt/discard_patchable.ld (without it, a template kernel with __launch_bounds__ instantiated in
+# two objects fails to link: see that file).
+SIMT_LDFLAGS := $(SIMT_SAN) -Wl,-T,simt/discard_patchable.ld
 NVCCFLAGS  := -std=c++17 -O3 -lineinfo -I. -MMD -MP -Xcompiler -fopenmp,-Wall \
               --expt-relaxed-constexpr -diag-suppress 177 $(NCCL_FLAGS)
 LIBS_CPU   := -lopenblas -lgomp -lpthread
@@ -72,7 +81,7 @@ HOST_GPU   := $(HOST_SRC:%.cu=build/gpu/%.o)
 HOST_SIMT  := $(HOST_SRC:%.cu=build/simt/%.o)
 SIMT_OBJ   := $(SIMT_SRC:%.cpp=build/simt/%.o)
 
-.PHONY: all test test-simt test-gpu bench resources deps data weights clean check-nvcc check-headers
+.PHONY: all test test-simt test-gpu bench simt resources deps data weights clean check-nvcc check-headers
 all: vit_train vit_predict vit_export
 
 # --- one-line diagnoses for a missing toolchain or package ------------------------------------
@@ -131,6 +140,18 @@ vit_bench: $(BENCH_SRC:%.cu=build/gpu/%.o) $(HOST_GPU) $(PLAIN_OBJ)
 	$(NVCC) $(GENCODE) -o $@ $^ $(BENCH_LIBS) $(LIBS_GPU)
 bench: vit_bench
 
+# The programs built by g++ against simt: every kernel launch and CUDA/cuBLAS call runs on the
+# CPU with simt's checks (bounds, guards, barriers, alignment). Same sources as the nvcc builds.
+SIMT_PROGS := build/simt/vit_train build/simt/vit_predict build/simt/vit_bench
+LIBS_SIMT_PROG := -lboost_context $(LIBS_CPU)
+simt: $(SIMT_PROGS)
+build/simt/vit_train: build/simt/host/vit_train.o $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
+	$(CXX) $(CXXFLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT_PROG)
+build/simt/vit_predict: build/simt/host/vit_predict.o $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
+	$(CXX) $(CXXFLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT_PROG)
+build/simt/vit_bench: $(BENCH_SRC:%.cu=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
+	$(CXX) $(CXXFLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT_PROG)
+
 # Registers, spills, local memory, static shared memory and occupancy of every kernel, for sm_80
 # and sm_90, from ptxas (this toolkit ships no cuobjdump). gpu_rows.cu calls every launcher, so
 # compiling it instantiates every kernel.
@@ -141,8 +162,9 @@ resources: | check-nvcc build/.headers-ok
 # --- tests ----------------------------------------------------------------------------------------
 # build/test_simt: every test; CUDA code runs on the CPU through simt.
 # build/test_gpu:  the CUDA tests (tests/*.cu) built by nvcc; each skips itself without a GPU.
-build/test_simt: $(TEST_CU:%.cu=build/simt/%.o) $(TEST_CPP:%.cpp=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(LIBS_SIMT)
+# (build/simt/vit_train is order-only: tests/test_simt_programs.cpp runs the real binary.)
+build/test_simt: $(TEST_CU:%.cu=build/simt/%.o) $(TEST_CPP:%.cpp=build/simt/%.o) $(HOST_SIMT) $(SIMT_OBJ) $(PLAIN_OBJ) | build/simt/vit_train
+	$(CXX) $(CXXFLAGS) $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT)
 build/test_gpu: $(TEST_CU:%.cu=build/gpu-test/%.o) $(HOST_SRC:%.cu=build/gpu-test/%.o) $(PLAIN_OBJ)
 	$(NVCC) $(TEST_GENCODE) -o $@ $^ -lgtest $(LIBS_GPU)
 

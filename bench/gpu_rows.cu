@@ -253,7 +253,8 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
                       {"fc2", M, C, false}};
   for (const Lin& l : lins) {
     Buf x(N * l.in, st), w((size_t)l.out * l.in, st), b(l.out, st), y(N * l.out, st),
-        pre(l.gelu ? N * l.out : 1, st), dx(N * l.in, st), dw((size_t)l.out * l.in, st),
+        pre(l.gelu ? N * l.out : 1, st), dpre(l.gelu ? N * l.out : 1, st), dx(N * l.in, st),
+        dw((size_t)l.out * l.in, st),
         db(l.out, st), scratch(matmul_scratch_floats((int)N, l.out), st);
     double fl = 2.0 * N * l.in * l.out;
     snprintf(sb, sizeof sb, "N=%zu %dx%d", N, l.in, l.out);
@@ -271,7 +272,8 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
            });
     if (l.gelu)
       cx.row("gelu bwd", shp(sb), 0, 4.0 * 3 * N * l.out, false,
-             [&] { gelu_backward(st, y.p, pre.p, dx.p, N * l.out, c.gelu); });
+             // d(pre-activation) is (N, out), like y: dx (N, in) is too small for fc1.
+             [&] { gelu_backward(st, y.p, pre.p, dpre.p, N * l.out, c.gelu); });
   }
   // Attention
   {

@@ -53,6 +53,11 @@ cudaError_t check_capture_unsafe_call();
 int set_max_dynamic_smem(const void* func, int bytes);
 int max_dynamic_smem(const void* func);
 
+// What the executable says about a kernel (simt/kernel_info.cpp): its __launch_bounds__
+// maxThreadsPerBlock (0 when it has none) and the bytes of its static __shared__ variables.
+int launch_bound(const void* func);
+size_t static_smem_bytes(const void* func);
+
 // Guard bytes around device allocations: check them all, naming `kernel` (may be null: then
 // `when` says what was being done) in the message.
 void check_all_guards(const char* kernel, const char* when = nullptr);

@@ -709,7 +709,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (!func) return ret(cudaErrorInvalidDeviceFunction);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || value > simt::detail::kSharedMemPerBlockOptin) return ret(cudaErrorInvalidValue);
+    // The sum of this value and the kernel's static shared bytes may not exceed the opt-in limit.
+    if (value < 0 || (size_t)value + simt::detail::static_smem_bytes(func) >
+                         (size_t)simt::detail::kSharedMemPerBlockOptin)
+      return ret(cudaErrorInvalidValue);
     simt::detail::set_max_dynamic_smem(func, value);
   }
   return cudaSuccess;
@@ -718,21 +721,60 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   if (!attr) return ret(cudaErrorInvalidValue);
   if (!func) return ret(cudaErrorInvalidDeviceFunction);
   memset(attr, 0, sizeof *attr);
-  attr->maxThreadsPerBlock = simt::detail::kMaxThreadsPerBlock;
+  // The __launch_bounds__ bound when the kernel has one, and its static __shared__ bytes, as read
+  // from the executable (simt/kernel_info.cpp).
+  const int bound = simt::detail::launch_bound(func);
+  attr->maxThreadsPerBlock = bound > 0 ? std::min(bound, simt::detail::kMaxThreadsPerBlock)
+                                       : simt::detail::kMaxThreadsPerBlock;
+  attr->sharedSizeBytes = simt::detail::static_smem_bytes(func);
   attr->numRegs = 32;
   attr->ptxVersion = 90;
   attr->binaryVersion = 90;
   attr->maxDynamicSharedSizeBytes = simt::detail::max_dynamic_smem(func);
   return cudaSuccess;
 }
+// Resident blocks per SM, from the limits of the fake sm_90 part: 64 warps (2048 threads), 32
+// blocks, 228 KiB of shared memory with 1 KiB reserved per block, and 64 Ki registers at the 32
+// registers per thread simt reports. A block size above the kernel's maxThreadsPerBlock cannot
+// launch at all: 0.
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* numBlocks, const void* func,
+                                                                   int blockSize,
+                                                                   size_t dynamicSMemSize,
+                                                                   unsigned int flags) {
+  if (!numBlocks || blockSize <= 0 || (flags & ~cudaOccupancyDisableCachingOverride))
+    return ret(cudaErrorInvalidValue);
+  if (!func) return ret(cudaErrorInvalidDeviceFunction);
+  cudaFuncAttributes attr;
+  cudaError_t e = cudaFuncGetAttributes(&attr, func);
+  if (e != cudaSuccess) return e;
+  if (blockSize > attr.maxThreadsPerBlock ||
+      dynamicSMemSize > (size_t)simt::detail::max_dynamic_smem(func)) {
+    *numBlocks = 0;
+    return cudaSuccess;
+  }
+  const int warps = (blockSize + 31) / 32;
+  const int by_threads = 64 / warps;
+  const int by_regs = 65536 / (attr.numRegs * warps * 32);
+  const size_t smem = attr.sharedSizeBytes + dynamicSMemSize + 1024;
+  const int by_smem = (int)((228 * 1024) / smem);
+  *numBlocks = std::max(0, std::min({by_threads, by_regs, by_smem, 32}));
+  return cudaSuccess;
+}
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const void* func,
                                                           int blockSize, size_t dynamicSMemSize) {
-  if (!numBlocks || blockSize <= 0) return ret(cudaErrorInvalidValue);
-  if (!func) return ret(cudaErrorInvalidDeviceFunction);
-  int by_threads = 2048 / blockSize;
-  int by_smem = dynamicSMemSize ? (int)((228 * 1024) / (dynamicSMemSize + 1024)) : 32;
-  *numBlocks = std::max(0, std::min(std::min(by_threads, by_smem), 32));
-  return cudaSuccess;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(numBlocks, func, blockSize,
+                                                                dynamicSMemSize,
+                                                                cudaOccupancyDefault);
+}
+
+// cudaMallocPitch: rows of `width` bytes padded to a pitch that keeps every row 512-byte aligned
+// (what current GPUs return; the pitch is only promised to be >= width and suitably aligned).
+cudaError_t cudaMallocPitch(void** devPtr, size_t* pitch, size_t width, size_t height) {
+  if (!devPtr || !pitch) return ret(cudaErrorInvalidValue);
+  const size_t p = (width + 511) & ~size_t(511);
+  if (height && p > (size_t)-1 / height) return ret(cudaErrorMemoryAllocation);
+  *pitch = p;
+  return simt::allocate(devPtr, p * height, simt::Kind::Device);
 }
 
 }  // extern "C"

@@ -25,6 +25,9 @@
 #include "common/philox.h"
 #include "simt/internal.h"
 
+// The sanitizer runtime's hook (weak: absent when simt is linked without -fsanitize).
+extern "C" void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+
 namespace simt {
 
 namespace detail {
@@ -379,7 +382,35 @@ void crash_handler(int sig, siginfo_t* si, void* uctx) {
   (void)uctx;
 }
 
+// Misaligned accesses: x86 loads and stores do not fault on them, a GPU does
+// (cudaErrorMisalignedAddress). The simt build compiles CUDA sources with
+// -fsanitize=alignment -fno-sanitize-recover=alignment (Makefile: SIMTFLAGS), so UBSan checks every
+// access through a typed pointer — float4, float2, int4, __half2, ..., but also float and int —
+// against its type's alignment and prints "runtime error: load of misaligned address ... for
+// type 'const float4', which requires 16 byte alignment" with the source line. Its death
+// callback then names the kernel, block and thread, as the crash handler does.
+void ubsan_death_callback() {
+  const Block& b = g_blk;
+  if (!b.launch || !b.cur) return;
+  const Thread& t = *b.cur;
+  char buf[1024];
+  int n = snprintf(buf, sizeof buf,
+                   "simt: misaligned access (the runtime error above) in kernel %s (launched at "
+                   "%s:%d) block (%u,%u,%u) thread (%u,%u,%u): a GPU faults with "
+                   "cudaErrorMisalignedAddress\n",
+                   b.launch->name, b.launch->file, b.launch->line, detail::g_block_idx.x,
+                   detail::g_block_idx.y, detail::g_block_idx.z, t.idx.x, t.idx.y, t.idx.z);
+  if (n > 0) (void)!write(2, buf, std::min((size_t)n, sizeof buf - 1));
+}
+
 void install_crash_handlers() {
+  if (__sanitizer_set_death_callback) {
+    static bool set = false;
+    if (!set) {
+      set = true;
+      __sanitizer_set_death_callback(ubsan_death_callback);
+    }
+  }
   if (!t_altstack_installed) {
     t_altstack_installed = true;
     stack_t ss;
@@ -445,7 +476,10 @@ int set_max_dynamic_smem(const void* func, int bytes) {
 int max_dynamic_smem(const void* func) {
   std::lock_guard<std::recursive_mutex> lock(device_mutex());
   auto it = g_max_dynamic_smem.find(func);
-  return it == g_max_dynamic_smem.end() ? kSharedMemPerBlock : it->second;
+  // CUDA's default: what the static __shared__ variables leave of the 48 KiB.
+  if (it == g_max_dynamic_smem.end())
+    return kSharedMemPerBlock - (int)std::min(static_smem_bytes(func), (size_t)kSharedMemPerBlock);
+  return it->second;
 }
 
 void run_launch(const KernelLaunch& L);  // executes every block, now
@@ -460,8 +494,28 @@ void launch(const KernelLaunch& L) {
     set_last_error(cudaErrorInvalidConfiguration);
     return;
   }
-  if (L.smem_bytes > (size_t)kSharedMemPerBlockOptin ||
-      (L.smem_bytes > (size_t)kSharedMemPerBlock && L.smem_bytes > (size_t)max_dynamic_smem(L.func))) {
+  // __launch_bounds__(N): a launch with more than N threads per block fails; CUDA reports it as
+  // "too many resources requested for launch" (the bound caps the kernel's registers, and
+  // driver_types.h documents cudaErrorLaunchOutOfResources for "too many threads for the
+  // kernel's register count").
+  const int bound = launch_bound(L.func);
+  if (bound > 0 && nthreads > (unsigned long long)bound) {
+    set_last_error(cudaErrorLaunchOutOfResources);
+    return;
+  }
+  // Shared memory: the kernel's static __shared__ bytes plus the launch's dynamic bytes. More
+  // than 48 KiB of static shared memory does not even compile for a GPU (ptxas: "uses too much
+  // shared data"), so that aborts. The dynamic part may not exceed the kernel's
+  // cudaFuncAttributeMaxDynamicSharedMemorySize (default: 48 KiB minus the static bytes; it may
+  // also be set lower), nor the total the opt-in limit.
+  const size_t static_smem = static_smem_bytes(L.func);
+  if (static_smem > (size_t)kSharedMemPerBlock)
+    fail("kernel %s (launched at %s:%d) declares %zu bytes of static __shared__ memory, more than "
+         "the %d a GPU allows (ptxas rejects it): use dynamic shared memory and "
+         "cudaFuncSetAttribute(cudaFuncAttributeMaxDynamicSharedMemorySize) for more",
+         L.name, L.file, L.line, static_smem, kSharedMemPerBlock);
+  if (static_smem + L.smem_bytes > (size_t)kSharedMemPerBlockOptin ||
+      L.smem_bytes > (size_t)max_dynamic_smem(L.func)) {
     set_last_error(cudaErrorInvalidValue);
     return;
   }

@@ -18,7 +18,10 @@
 //     at every block start. (A linker-section trick would be simpler but g++ drops section
 //     attributes on statics of template instantiations, and our kernels are templates.)
 //   * atomics as plain read-modify-write (fibers are cooperative: nothing interleaves inside one);
-//   * the device math intrinsics mapped to host libm.
+//   * the device math intrinsics on host libm, the fast ones (__expf, __fdividef, ...) and the
+//     conversions (__float2int_rn, ...) built the way the CUDA/PTX documentation defines them;
+//   * __launch_bounds__ recorded per kernel (see the macro), checked at launch with the static
+//     __shared__ bytes that simt/kernel_info.cpp reads from the executable's symbol table.
 #pragma once
 
 // Standard headers that use GNU attribute spellings clashing with the CUDA keywords defined
@@ -32,6 +35,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,9 +61,19 @@
 #ifndef __noinline__
 #define __noinline__ __attribute__((noinline))
 #endif
-#ifndef __launch_bounds__
-#define __launch_bounds__(...)
-#endif
+// __launch_bounds__(maxThreadsPerBlock[, minBlocksPerMultiprocessor[, maxBlocksPerCluster]]):
+// g++ has no attribute that stores a number a program can read back from a function pointer, and
+// section names cannot depend on template parameters (our bounds often do). But GCC evaluates
+// the arguments of patchable_function_entry(2(N + 2), N + 2) per template instantiation, and it
+// places N + 2 one-byte NOPs (0x90) before the function's entry and N + 2 after it:
+// simt/kernel_info.cpp counts them. (GCC's records of these NOPs break the link of COMDAT
+// kernels: the simt link drops them, simt/discard_patchable.ld.) minBlocks and
+// maxBlocksPerCluster only steer register allocation on a GPU and are not recorded.
+#undef __launch_bounds__
+#define __launch_bounds__(...)                                                         \
+  __attribute__((patchable_function_entry(                                             \
+      2 * (::simt::detail::launch_bound_arg(__VA_ARGS__) + ::simt::detail::kBoundNops), \
+      ::simt::detail::launch_bound_arg(__VA_ARGS__) + ::simt::detail::kBoundNops)))
 #ifndef __grid_constant__
 #define __grid_constant__
 #endif
@@ -69,6 +83,12 @@
 #define VIT_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::simt::detail::g_dynamic_smem)
 
 namespace simt {
+namespace detail {
+constexpr int launch_bound_arg(int max_threads, int = 0, int = 0) { return max_threads; }
+// NOPs added on each side of a bounded kernel's entry beyond N, so that the single alignment NOP
+// that may precede any function and start its body does not read as a bound of 1.
+constexpr int kBoundNops = 2;
+}  // namespace detail
 
 // Order in which the runnable threads of a block run between two synchronisation points (and
 // the order of the blocks of a grid). Forward is thread 0, 1, 2, ...; Reverse the opposite;
@@ -146,9 +166,18 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
                  int line);
 unsigned active_mask();
 
+// What a shuffle may carry: trivially copyable values of up to 8 bytes, and the paired half
+// types, which CUDA documents __shfl*_sync overloads for but whose host-side definitions in
+// cuda_fp16.hpp / cuda_bf16.hpp have user-provided copy assignment (so are not trivially
+// copyable, though they are plain pairs of 16-bit values).
+template <class T>
+struct shuffleable
+    : std::integral_constant<bool, std::is_trivially_copyable<T>::value ||
+                                       std::is_same<T, __half2>::value ||
+                                       std::is_same<T, __nv_bfloat162>::value> {};
 template <class T>
 inline uint64_t to_bits(const T& v) {
-  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
+  static_assert(shuffleable<T>::value && sizeof(T) <= 8,
                 "simt: warp shuffles take values of at most 8 bytes");
   uint64_t r = 0;
   std::memcpy(&r, static_cast<const void*>(&v), sizeof(T));
@@ -175,6 +204,34 @@ void check_pointer_args(const char* kernel, const Tuple& t) {
         (one(a), ...);
       },
       t);
+}
+
+// cudaLaunchKernel(const void* func, grid, block, void** args, smem, stream): turning `args` back
+// into typed parameters takes code that knows the kernel's type. Every launch through LAUNCH (and
+// every call of the typed cudaLaunchKernel overload below) registers such a "packed launcher"
+// for its kernel; the C entry point looks the kernel up there (simt/kernel_info.cpp). A kernel
+// that was never launched either way is unknown to it: simt aborts saying so.
+using PackedLauncher = void (*)(const void* func, const char* name, dim3 grid, dim3 block,
+                                void** args, size_t smem, cudaStream_t stream);
+void register_kernel(const void* func, const char* name, PackedLauncher launcher);
+// Runs a registered kernel's packed launcher; false when `func` was never registered.
+bool launch_registered(const void* func, dim3 grid, dim3 block, void** args, size_t smem,
+                       cudaStream_t stream);
+// The kernel's name for messages: the name LAUNCH gave it, else its (demangled) symbol from the
+// executable's symbol table, else its address. The string lives as long as the program.
+const char* kernel_name(const void* func);
+// Launch, then return the launch's own error (cudaSuccess or a configuration error), keeping an
+// earlier sticky-free last error in place when the launch succeeded, as cudaLaunchKernel does.
+cudaError_t launch_returning_error(const std::function<void()>& do_launch);
+
+template <typename... KArgs, size_t... I>
+void launch_packed_impl(const void* func, const char* name, dim3 grid, dim3 block, void** args,
+                        size_t smem, cudaStream_t stream, std::index_sequence<I...>);
+template <typename... KArgs>
+void launch_packed(const void* func, const char* name, dim3 grid, dim3 block, void** args,
+                   size_t smem, cudaStream_t stream) {
+  launch_packed_impl<KArgs...>(func, name, grid, block, args, smem, stream,
+                               std::index_sequence_for<KArgs...>{});
 }
 
 }  // namespace detail
@@ -210,10 +267,33 @@ void launch_kernel(const char* name, const char* file, int line, void (*kernel)(
   };
   l.closure = owner.get();
   l.owner = owner;
+  detail::register_kernel(l.func, name, &detail::launch_packed<KArgs...>);
   detail::launch(l);
 }
 
+namespace detail {
+// args[i] points to the i-th parameter, of the kernel's own parameter type (CUDA's contract).
+template <typename... KArgs, size_t... I>
+void launch_packed_impl(const void* func, const char* name, dim3 grid, dim3 block, void** args,
+                        size_t smem, cudaStream_t stream, std::index_sequence<I...>) {
+  auto kernel = reinterpret_cast<void (*)(KArgs...)>(const_cast<void*>(func));
+  ::simt::launch_kernel(name, "(cudaLaunchKernel)", 0, kernel, grid, block, smem, stream,
+                *static_cast<std::decay_t<KArgs>*>(args[I])...);
+}
+}  // namespace detail
 }  // namespace simt
+
+// The typed form of cudaLaunchKernel (more specialised than cuda_runtime.h's `const T*`
+// template, so it wins): it knows the parameter types, so it works for any kernel.
+template <typename... KArgs>
+inline cudaError_t cudaLaunchKernel(void (*func)(KArgs...), dim3 gridDim, dim3 blockDim,
+                                    void** args, size_t sharedMem = 0, cudaStream_t stream = 0) {
+  const void* f = reinterpret_cast<const void*>(func);
+  return simt::detail::launch_returning_error([&] {
+    simt::detail::launch_packed<KArgs...>(f, simt::detail::kernel_name(f), gridDim, blockDim,
+                                          args, sharedMem, stream);
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Built-in variables.
@@ -398,27 +478,43 @@ SIMT_ATOMIC_CAS(unsigned short int)
 #define atomicXor_block atomicXor
 
 // ---------------------------------------------------------------------------------------------
-// Device math that NVIDIA's headers leave undeclared for host compilers. The fast intrinsics map
-// to the accurate libm function (a GPU's __expf is less accurate: tests need a tolerance anyway).
+// Device math that NVIDIA's headers leave undeclared for host compilers. The fast intrinsics
+// follow the GPU's documented construction (CUDA Math API, "Single Precision Intrinsics"; PTX
+// ISA ex2/lg2/div.approx), so the error they add shows up here too:
+//   __expf(x)   = 2^(x * log2(e)), the product rounded to float first: that rounding is the
+//                 documented "2 + floor(|1.173 x|) ulp" growth with |x|; the GPU's ex2.approx
+//                 adds up to 2 ulp on top, simt's exp2f is exact to within 1 ulp;
+//   __exp10f(x) = 2^(x * log2(10)), the same way;
+//   __logf(x)   = lg2(x) * ln(2), __log10f(x) = lg2(x) * log10(2), __powf(x, y) = 2^(y * lg2(x))
+//                 (each product rounded to float, lg2 accurate here);
+//   __fdividef(x, y) = x * (1/y), two roundings (documented: 2 ulp for 2^-126 <= |y| <= 2^126);
+//                 for 2^126 < |y| the reciprocal flushes to 0, so the result is 0 for finite x
+//                 and NaN for infinite x, as documented;
+//   __tanf(x)   = __sinf(x) * (1 / __cosf(x)) (documented); __sinf/__cosf are the accurate
+//                 functions (the GPU's sin.approx is only ~2^-21.4 absolutely accurate on
+//                 [-pi, pi] and worse outside: no test may rely on better).
 // glibc's <math.h> already declares __expf, __logf, __powf, ... (as unexported internal names):
 // they are defined here with glibc's declaration (extern "C", noexcept).
 extern "C" {
-inline float __expf(float x) noexcept { return expf(x); }
-inline float __exp10f(float x) noexcept { return exp10f(x); }
-inline float __logf(float x) noexcept { return logf(x); }
+inline float __expf(float x) noexcept { return exp2f(x * 1.44269504088896341f); }
+inline float __exp10f(float x) noexcept { return exp2f(x * 3.32192809488736235f); }
 inline float __log2f(float x) noexcept { return log2f(x); }
-inline float __log10f(float x) noexcept { return log10f(x); }
-inline float __powf(float x, float y) noexcept { return powf(x, y); }
+inline float __logf(float x) noexcept { return log2f(x) * 0.693147180559945309f; }
+inline float __log10f(float x) noexcept { return log2f(x) * 0.301029995663981195f; }
+inline float __powf(float x, float y) noexcept { return exp2f(y * log2f(x)); }
 inline float __sinf(float x) noexcept { return sinf(x); }
 inline float __cosf(float x) noexcept { return cosf(x); }
-inline float __tanf(float x) noexcept { return tanf(x); }
+inline float __tanf(float x) noexcept { return sinf(x) * (1.0f / cosf(x)); }
 inline float __tanhf(float x) noexcept { return tanhf(x); }
 inline void __sincosf(float x, float* s, float* c) noexcept { *s = sinf(x); *c = cosf(x); }
+}
+inline float __fdividef(float x, float y) {
+  if (fabsf(y) > 0x1p126f) return x * copysignf(0.0f, y);  // rcp.approx(y) flushed to 0
+  return x * (1.0f / y);
 }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float rcbrtf(float x) { return 1.0f / cbrtf(x); }
-inline float __fdividef(float a, float b) { return a / b; }
 inline float fdividef(float a, float b) { return a / b; }
 inline float __frsqrt_rn(float x) { return 1.0f / sqrtf(x); }
 inline float __saturatef(float x) { return x != x ? 0.0f : x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
@@ -448,16 +544,35 @@ inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __dsqrt_rn(double x) { return sqrt(x); }
 inline double __drcp_rn(double x) { return 1.0 / x; }
 inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
-// Conversions (rn = round to nearest even: nearbyint under the default rounding mode).
-inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
-inline int __float2int_rz(float x) { return (int)x; }
-inline int __float2int_ru(float x) { return (int)ceilf(x); }
-inline int __float2int_rd(float x) { return (int)floorf(x); }
-inline unsigned __float2uint_rn(float x) { return (unsigned)nearbyintf(x); }
-inline unsigned __float2uint_rz(float x) { return (unsigned)x; }
-inline long long __float2ll_rn(float x) { return (long long)nearbyintf(x); }
-inline long long __float2ll_rz(float x) { return (long long)x; }
-inline int __double2int_rn(double x) { return (int)nearbyint(x); }
+// Float -> integer conversions are PTX cvt.rni/rzi/rpi/rmi.s32/u32/s64/u64: round in the named
+// mode, then saturate to the destination's range, and NaN converts to 0 (a plain C++ cast of an
+// out-of-range value is undefined and gives INT_MIN on x86). rn = round to nearest even
+// (nearbyint under the default rounding mode), rz = truncate, ru = ceil, rd = floor.
+namespace simt {
+namespace detail {
+template <class I, class F>
+inline I cvt_sat(F r) {  // r: already rounded to an integral value
+  if (r != r) return 0;
+  if (r <= (F)std::numeric_limits<I>::min()) return std::numeric_limits<I>::min();
+  if (r >= (F)std::numeric_limits<I>::max()) return std::numeric_limits<I>::max();
+  return (I)r;
+}
+}  // namespace detail
+}  // namespace simt
+#define SIMT_CVT(FNAME, F, INAME, I)                                                                 \
+  inline I __##FNAME##2##INAME##_rn(F x) { return simt::detail::cvt_sat<I>(std::nearbyint(x)); } \
+  inline I __##FNAME##2##INAME##_rz(F x) { return simt::detail::cvt_sat<I>(std::trunc(x)); }     \
+  inline I __##FNAME##2##INAME##_ru(F x) { return simt::detail::cvt_sat<I>(std::ceil(x)); }      \
+  inline I __##FNAME##2##INAME##_rd(F x) { return simt::detail::cvt_sat<I>(std::floor(x)); }
+SIMT_CVT(float, float, int, int)
+SIMT_CVT(float, float, uint, unsigned)
+SIMT_CVT(float, float, ll, long long)
+SIMT_CVT(float, float, ull, unsigned long long)
+SIMT_CVT(double, double, int, int)
+SIMT_CVT(double, double, uint, unsigned)
+SIMT_CVT(double, double, ll, long long)
+SIMT_CVT(double, double, ull, unsigned long long)
+#undef SIMT_CVT
 inline float __double2float_rn(double x) { return (float)x; }
 inline float __int2float_rn(int x) { return (float)x; }
 inline float __uint2float_rn(unsigned x) { return (float)x; }
@@ -505,6 +620,14 @@ inline int __hadd(int a, int b) { return (int)(((long long)a + b) >> 1); }
 inline int __rhadd(int a, int b) { return (int)(((long long)a + b + 1) >> 1); }
 inline unsigned __uhadd(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a + b) >> 1); }
 inline unsigned __urhadd(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a + b + 1) >> 1); }
+// __byte_perm(x, y, s): result byte i is byte ((s >> 4i) & 7) of the 8-byte value {y, x} (x the
+// low four bytes), PTX prmt's default mode.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const unsigned long long v = ((unsigned long long)y << 32) | x;
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xFF) << (8 * i);
+  return r;
+}
 // Read-only / cache-hinted loads and stores.
 template <class T> inline T __ldg(const T* p) { return *p; }
 template <class T> inline T __ldcg(const T* p) { return *p; }
@@ -547,6 +670,33 @@ inline double max(const double a, const float b) { return fmax(a, (double)b); }
 // __half / __nv_bfloat16 functions that cuda_fp16.hpp / cuda_bf16.hpp define only for the
 // device (most arithmetic and conversions work host-side already). Computed in float and
 // rounded once, which is what the GPU's float-emulated paths do too.
+namespace simt {
+namespace detail {
+// a * b + c rounded once, for half/bfloat16 operands: the product of two 11- (8-) bit
+// significands is exact in double; the sum is rounded to odd (TwoSum tells whether it was
+// exact), then to float, again to odd. Rounding to odd at p bits and then to nearest at q <= p - 2
+// bits equals rounding the exact value to nearest once, so the caller's float -> half (bfloat16)
+// rounding is the single rounding of fma.rn.f16 (.bf16). Rounding a*b + c to float first and
+// then to half, as a plain fmaf would, rounds twice and is wrong near ties.
+inline float fma_round_odd(float a, float b, float c) {
+  const double p = (double)a * (double)b, q = (double)c;
+  double s = p + q;
+  const double bb = s - p, err = (p - (s - bb)) + (q - bb);
+  if (err != 0 && std::isfinite(s)) {
+    uint64_t bits;
+    std::memcpy(&bits, &s, 8);
+    if (!(bits & 1)) s = std::nextafter(s, err > 0 ? INFINITY : -INFINITY);
+  }
+  float f = (float)s;
+  if ((double)f != s && std::isfinite(f)) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    if (!(bits & 1)) f = std::nextafterf(f, s > (double)f ? INFINITY : -INFINITY);
+  }
+  return f;
+}
+}  // namespace detail
+}  // namespace simt
 #define SIMT_H1(T, TO, FROM, NAME, EXPR) \
   inline T NAME(const T h) { const float x = FROM(h); return TO(EXPR); }
 #define SIMT_HMATH(T, TO, FROM)                                                          \
@@ -563,10 +713,10 @@ inline double max(const double a, const float b) { return fmax(a, (double)b); }
   SIMT_H1(T, TO, FROM, hsin, sinf(x))                                                    \
   SIMT_H1(T, TO, FROM, hcos, cosf(x))                                                    \
   inline T __hfma(const T a, const T b, const T c) {                                     \
-    return TO(fmaf(FROM(a), FROM(b), FROM(c)));                                          \
+    return TO(simt::detail::fma_round_odd(FROM(a), FROM(b), FROM(c)));                   \
   }                                                                                      \
   inline T __hfma_relu(const T a, const T b, const T c) {                                \
-    float r = fmaf(FROM(a), FROM(b), FROM(c));                                           \
+    float r = simt::detail::fma_round_odd(FROM(a), FROM(b), FROM(c));                    \
     return TO(r != r ? r : r < 0.0f ? 0.0f : r);                                         \
   }
 SIMT_HMATH(__half, __float2half, __half2float)
@@ -604,7 +754,7 @@ inline __nv_bfloat162 __hfma2(const __nv_bfloat162 a, const __nv_bfloat162 b,
   r.y = __hfma(a.y, b.y, c.y);
   return r;
 }
-inline int __half2int_rn(const __half h) { return (int)nearbyintf(__half2float(h)); }
+inline int __half2int_rn(const __half h) { return __float2int_rn(__half2float(h)); }
 
 // Host-side templates that cuda_runtime.h declares only for nvcc.
 template <class T>
