@@ -453,12 +453,14 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
   }
 }
 
-// The whole training step of the CUDA model, random weights, one fixed batch.
-void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision prec) {
+// The whole training step of the CUDA model, random weights, one fixed batch, in one precision:
+// replayed as one CUDA graph (vit_train's default) or launched eagerly (--no-graph).
+void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision prec, bool graph) {
   Config c = preset(pname);
   ModelOptions o;
   o.max_batch = B;
   o.precision = prec;
+  o.cuda_graph = graph;
   size_t free0 = 0, total = 0;
   CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   std::unique_ptr<Model> m = make_cuda_model(c, o);
@@ -475,19 +477,18 @@ void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision 
   opt.kind = OptimConfig::AdamW;
   int64_t t = 0;
   auto step = [&] {
-    m->zero_grad();
-    m->forward(img, lab, B, true, (uint64_t)t);
-    m->backward();
-    m->optimizer_step(opt, 1e-4f, ++t, 1.0f);
+    Model::MicroBatch mb = {img, lab, B, (uint64_t)t};
+    m->train_step(&mb, 1, opt, 1e-4f, ++t, 1.0f);
   };
   step();
+  step();  // a graph step captures a shape's two graphs (parities) in its first two steps
   CUDA_CHECK(cudaDeviceSynchronize());
   size_t free1 = 0;
   CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-  uint64_t launches0 = launch_count();
+  const LaunchCounts launches0 = launch_counts();
   step();
   CUDA_CHECK(cudaDeviceSynchronize());
-  uint64_t launches = launch_count() - launches0;
+  const uint64_t launches = (launch_counts() - launches0).total();
   // The model issues its work on its own (non-blocking) streams, which the timer's events on
   // cx.st do not order with: bracket the step with device synchronizes so the events measure it
   // (the first also keeps the timer's L2 flush, on cx.st, from overlapping the step).
@@ -500,7 +501,7 @@ void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision 
       quick ? 3 : 20, 1);
   BenchRow r;
   r.section = "step";
-  r.name = std::string("train step (fwd+bwd+adamw, ") + precision_name(prec) + ")";
+  r.name = std::string("train step (") + precision_name(prec) + (graph ? ", graph)" : ", eager)");
   r.shape = pname + " B=" + std::to_string(B);
   r.ms = ms;
   r.images_per_s = B * 1e3 / ms;
@@ -512,8 +513,8 @@ void bench_step(Ctx& cx, const std::string& pname, int B, bool quick, Precision 
   double epoch_s = 50000.0 / r.images_per_s;
   char note[256];
   snprintf(note, sizeof note,
-           "epoch %.1f s, 50 epochs %.1f min; %llu kernel launches + cuBLAS; %.0f MiB device "
-           "memory",
+           "epoch %.1f s, 50 epochs %.1f min; %llu launches (kernels + cuBLAS + memsets/copies, "
+           "or graphs); %.0f MiB device memory",
            epoch_s, 50 * epoch_s / 60, (unsigned long long)launches,
            (free0 - free1) / 1048576.0);
   r.note = note;
@@ -543,10 +544,11 @@ std::vector<BenchRow> run_gpu_rows(bool quick) {
   cx.rows = &rows;
   bench_preset(cx, "basic", 64);
   bench_preset(cx, "vit-b16", 32);
-  for (Precision p : {Precision::Tf32, Precision::Bf16}) {
-    bench_step(cx, "basic", 64, quick, p);
-    bench_step(cx, "vit-b16", 32, quick, p);
-  }
+  for (Precision p : {Precision::Tf32, Precision::Bf16})
+    for (bool graph : {true, false}) {
+      bench_step(cx, "basic", 64, quick, p, graph);
+      bench_step(cx, "vit-b16", 32, quick, p, graph);
+    }
   cublasLtDestroy(cx.lt);
   cublasDestroy(cx.h);
   cudaStreamDestroy(cx.st);

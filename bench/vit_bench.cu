@@ -7,6 +7,8 @@
 //                               model of both presets
 //   ./vit_bench --cost [--preset P] [--batch-size N]   the step cost model only
 //   ./vit_bench --json FILE     also write every row to FILE
+//   ./vit_bench --launches [--preset P] [--batch-size N]   launches of one training step, counted
+//                               by running two real steps of the CUDA model (needs a GPU)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,16 +22,19 @@
 #include "common/config.h"
 #include "common/cost.h"
 #include "common/error.h"
+#include "host/step_graph.h"
 #include "kernels/common.cuh"
 
 using namespace vit;
 
 static const char* USAGE =
-    "usage: vit_bench [--cost] [--preset basic|vit-b16|tiny] [--batch-size N] [--quick]\n"
+    "usage: vit_bench [--cost | --launches] [--preset basic|vit-b16|tiny] [--batch-size N] [--quick]\n"
     "                 [--no-pytorch] [--json FILE]\n"
     "  --cost        print the step cost model (parameters, FLOPs by layer type, memory,\n"
     "                roofline floor on named GPUs) and exit\n"
-    "  --preset P    the model of --cost (default: both basic and vit-b16)\n"
+    "  --launches    count the launches of one training step (kernels + cuBLAS + memsets and\n"
+    "                copies) eagerly and as a CUDA graph: 'launches/step <preset>: N eager, G graph'\n"
+    "  --preset P    the model of --cost / --launches (default: both basic and vit-b16)\n"
     "  --batch-size  batch of --cost (default 64 for basic, 32 for vit-b16)\n"
     "  --quick       small sizes (seconds), for smoke tests\n"
     "  --no-pytorch  skip the PyTorch comparison rows\n"
@@ -45,7 +50,7 @@ static void print_rows(const std::vector<BenchRow>& rows) {
 }
 
 static int run(int argc, char** argv) {
-  bool cost_only = false, quick = false, pytorch = true;
+  bool cost_only = false, quick = false, pytorch = true, launches = false;
   std::string json_path, preset_name;
   int batch = 0;
   for (int i = 1; i < argc; ++i) {
@@ -56,6 +61,7 @@ static int run(int argc, char** argv) {
     };
     if (a == "--help" || a == "-h") { fputs(USAGE, stdout); return 0; }
     else if (a == "--cost") cost_only = true;
+    else if (a == "--launches") launches = true;
     else if (a == "--quick") quick = true;
     else if (a == "--no-pytorch") pytorch = false;
     else if (a == "--json") json_path = value();
@@ -70,6 +76,38 @@ static int run(int argc, char** argv) {
   std::vector<std::string> presets =
       preset_name.empty() ? std::vector<std::string>{"basic", "vit-b16"}
                           : std::vector<std::string>{preset_name};
+  if (launches) {
+    // One real step of the CUDA model per preset at its batch (the trainer's defaults: no
+    // clipping, one micro-batch), counted by kernels/common.cuh's counters.
+    for (const std::string& p : presets) {
+      int b = batch ? batch : (p == "vit-b16" ? 32 : 64);
+      Config c = preset(p);
+      ModelOptions mo;
+      mo.input.src_size = 32;  // CIFAR-10
+      const char* note = "";
+#if defined(VIT_SIMT)
+      // simt runs the kernels on the CPU: count at a width it runs in seconds. The count depends
+      // on the structure (layers, dropout, final LN, qkv bias, a resized input), not on widths
+      // or the batch (tests/test_step_graph.cu checks the same reduction).
+      const bool resized = c.image_size != mo.input.src_size;
+      mo.input.src_size = 16;
+      c.image_size = resized ? 32 : 16;
+      c.patch_size = resized ? 8 : 4;
+      c.hidden = 32;
+      c.heads = 2;
+      c.mlp = 64;
+      b = 2;
+      note = "  [simt: counted at hidden 32, batch 2; same structure]";
+#endif
+      StepLaunches n = count_step_launches(c, mo, OptimConfig(), b, 1);
+      printf("launches/step %s: %llu eager, %llu graph  (eager: %llu kernels, %llu library "
+             "calls, %llu memsets/copies)%s\n",
+             p.c_str(), (unsigned long long)n.eager.total(), (unsigned long long)n.graph.total(),
+             (unsigned long long)n.eager.kernels, (unsigned long long)n.eager.library,
+             (unsigned long long)n.eager.memops, note);
+    }
+    return 0;
+  }
   std::string cost;
   for (const std::string& p : presets) {
     int b = batch ? batch : (p == "vit-b16" ? 32 : 64);

@@ -71,7 +71,7 @@ double roofline_seconds(const StepCost& s, const GpuSpec& g) {
   return std::max(s.train.total() / g.tf32_flops, s.min_bytes / g.bandwidth);
 }
 
-std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
+std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec, bool clip_grad) {
   const double B = batch, T = c.tokens(), N = c.patches(), C = c.hidden, M = c.mlp,
                K = c.classes, Pd = c.patch_dim(), NH = c.heads,
                S = c.image_size, hd = C / NH;
@@ -106,8 +106,11 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
   };
   const int Li = c.layers;
 
-  // zero_grad
-  memset_op("zero grads", 4 * P);
+  // zero_grad: no launch (the previous update zeroed the gradients inside the Adam kernel)
+  // input: images and labels from pinned staging (an eager forward's copy stream, a graph's
+  // copy nodes)
+  ops.push_back({StepOp::Copy, "input copy (images)", 1, 0, B * 3 * 32 * 32});
+  ops.push_back({StepOp::Copy, "input copy (labels)", 1, 0, B * 4});
   // forward
   mem("input", 1, B * 3 * 32 * 32 + B * 3 * S * S * Ein);
   mem("im2col", 1, B * 3 * S * S * Ein + B * N * Pd * E);
@@ -164,10 +167,10 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec) {
   mem("patch bwd sums", 1, n * E + B * N * C * 4 + T * C * 8);
   mem("patch bias grad", 1, T * C * 4);
   gemm("patch dw gemm", 1, Pd, C, B * N, E, 4, 8);
-  // optimizer: gradient norm (partial + final), then Adam reads p, g, m, v and writes p, m, v
-  // (BF16 mode also writes the BF16 copy of the weights).
-  mem("grad norm", 2, 2 * P);
-  mem("adam", 1, 7 * 4 * P + (prec == Precision::Bf16 ? 2 * P : 0));
+  // optimizer: gradient norm (partial + final) only when clipping, then Adam reads p, g, m, v and
+  // writes p, m, v and g = 0 (BF16 mode also writes the BF16 copy of the weights).
+  if (clip_grad) mem("grad norm", 2, 2 * P);
+  mem("adam", 1, 8 * 4 * P + (prec == Precision::Bf16 ? 2 * P : 0));
   return ops;
 }
 
@@ -179,7 +182,7 @@ StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g
   const double bw = g.bandwidth * a.mem_efficiency;
   StepTime r;
   for (const StepOp& op : ops) {
-    double t = op.bytes / bw;
+    double t = op.kind == StepOp::Copy ? op.bytes / a.h2d_bandwidth : op.bytes / bw;
     if (op.kind == StepOp::Gemm) t = std::max(t, op.flops / (peak * a.gemm_efficiency));
     // FP32 cores issue one instruction per lane per clock: fp32_flops / 2 instructions/s.
     if (op.kind == StepOp::Attention)

@@ -59,16 +59,17 @@ double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g);
 // a GPU-side gap per node and one graph launch.
 
 struct StepOp {
-  enum Kind { Gemm, Memory, Attention, Memset } kind;
+  enum Kind { Gemm, Memory, Attention, Memset, Copy } kind;  // Copy: pinned host -> device
   std::string name;  // e.g. "fc1 gemm", "layernorm fwd"
   int count = 1;     // launches of this op per step (e.g. 12 layers)
   double flops = 0;  // per launch (GEMMs: 2mnk; attention: FP32 instructions, see cost.cpp)
   double bytes = 0;  // DRAM bytes per launch (read + written), at the precision's storage sizes
 };
-// The launches of one training step of `c` at `batch`: the kernels, cuBLAS calls and memsets of
-// CudaModel::forward/backward/zero_grad/optimizer_step, in that order (host->device batch copies
-// are not launches on the compute stream and are left out).
-std::vector<StepOp> step_ops(const Config& c, int batch, Precision p);
+// The launches of one training step of `c` at `batch`: the kernels, cuBLAS calls, memsets and
+// copies of CudaModel::train_step (zero_grad, the input copies, forward, backward,
+// optimizer_step), in that order; clip_grad: the gradient-norm kernels run (--clip-grad > 0).
+// tests/test_step_graph.cu checks the count against a counted step of the CUDA model.
+std::vector<StepOp> step_ops(const Config& c, int batch, Precision p, bool clip_grad = false);
 
 struct ModelAssumptions {
   double gemm_efficiency = 0.5;   // of the precision's dense peak (small, skinny ViT GEMMs)
@@ -77,6 +78,7 @@ struct ModelAssumptions {
   double launch_us = 3.0;         // host + driver cost of one eager launch
   double node_gap_us = 1.0;       // GPU-side gap between two launches (eager or graph nodes)
   double graph_launch_us = 10.0;  // one cudaGraphLaunch for the whole step
+  double h2d_bandwidth = 25e9;    // pinned host -> device copies (PCIe 4.0 x16, achieved)
 };
 struct StepTime {
   int launches = 0;  // kernels + library calls + memsets

@@ -70,6 +70,10 @@ struct ModelOptions {
   // Linear probe: only the head (and the final LayerNorm, when the config has one) is trained.
   // The other tensors keep their values: the optimizer skips them, and their gradients stay 0.
   bool freeze_backbone = false;
+  // CUDA: train_step() captures the whole step (every micro-batch's forward and backward, the
+  // optimizer) as one CUDA graph per shape and replays it (vit_train --no-graph turns it off).
+  // The results are the same bits either way.
+  bool cuda_graph = true;
 };
 
 inline bool uses_fp16_input(const Config& c, const ModelOptions& o) {
@@ -140,10 +144,33 @@ class Model {
   virtual void zero_grad() = 0;
   // Gradients *= grad_scale (e.g. 1/accum_steps), clip to the global norm (if set), then one
   // Adam/AdamW update with learning rate lr; t is the 1-based update count (bias correction).
-  // Gradients are left as they are: call zero_grad() before the next accumulation.
+  // The update consumes the gradients: they are 0 afterwards (the CUDA model zeroes them inside
+  // its optimizer kernel, so the next accumulation needs no memset; zero_grad() is still
+  // allowed and then costs nothing).
   virtual void optimizer_step(const OptimConfig& opt, float lr, int64_t t, float grad_scale) = 0;
-  // Global gradient norm (after grad_scale, before clipping) of the last optimizer_step.
+  // Global gradient norm (after grad_scale, before clipping) of the last optimizer_step; NaN
+  // when that step did not clip (opt.clip_grad == 0): the norm is only computed when needed.
   virtual float last_grad_norm() = 0;
+
+  // One micro-batch of a training step (images, labels as for forward(); `step` its Philox step).
+  struct MicroBatch {
+    const uint8_t* images;
+    const int32_t* labels;
+    int count;
+    uint64_t step;
+  };
+  // One whole training step: zero_grad(), forward(train=true) + backward() of each of the n
+  // micro-batches in order, optimizer_step(opt, lr, t, grad_scale). The CUDA model runs it as
+  // one CUDA graph (ModelOptions::cuda_graph); this default runs the calls one by one.
+  virtual void train_step(const MicroBatch* micro, int n, const OptimConfig& opt, float lr,
+                          int64_t t, float grad_scale) {
+    zero_grad();
+    for (int i = 0; i < n; ++i) {
+      forward(micro[i].images, micro[i].labels, micro[i].count, /*train=*/true, micro[i].step);
+      backward();
+    }
+    optimizer_step(opt, lr, t, grad_scale);
+  }
 
   virtual void get_logits(float* out) const = 0;  // (B, K) of the last forward
   virtual float last_loss() = 0;                  // loss of the last forward

@@ -305,14 +305,18 @@ class CpuModel : public Model {
   void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
   void optimizer_step(const OptimConfig& opt, float lr, int64_t t, float grad_scale) override {
-    const double norm = global_grad_norm(grads_.data(), grads_.size(), grad_scale);
+    // As the CUDA model: the norm only when clipping needs it (common/model.h).
+    const double norm =
+        opt.clip_grad > 0 ? global_grad_norm(grads_.data(), grads_.size(), grad_scale) : NAN;
     last_norm_ = (float)norm;
-    const float coef = clip_coefficient(norm, opt.clip_grad);
+    const float coef = opt.clip_grad > 0 ? clip_coefficient(norm, opt.clip_grad) : 1.0f;
     const size_t first = first_trained_offset(ref_.layout(), o_);
     for (const ParamTensor& pt : ref_.layout().tensors)
       if (pt.offset >= first)
         adam_update(params_.data() + pt.offset, grads_.data() + pt.offset, m_.data() + pt.offset,
                     v_.data() + pt.offset, pt.numel, opt, lr, t, grad_scale, coef, pt.decay);
+    // The update consumes the gradients (common/model.h), as the CUDA model's optimizer kernel.
+    std::fill(grads_.begin(), grads_.end(), 0.0f);
   }
   float last_grad_norm() override { return last_norm_; }
 

@@ -8,7 +8,10 @@
 //             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
 //             (+ dlogits; loss sum and correct count accumulate on the device)
 //   backward  the same in reverse with the backward launchers; parameter gradients +=.
-//   optimizer grad_norm_clip -> adam_update, each one launch over the flat buffers.
+//   optimizer grad_norm_clip (only when clipping) -> adam_update (which also zeroes the
+//             gradients, so zero_grad issues no memset), each one launch over the flat buffers.
+// train_step() runs all of it, every micro-batch, as one CUDA graph per shape (host/step_graph.h;
+// the graph section below; docs/cuda_model.md).
 // The host never waits for the GPU inside a step: results are read back only by get_*(),
 // last_loss(), last_grad_norm() and take_metrics().
 //
@@ -32,6 +35,7 @@
 // softmax/LSE, loss, every reduction and gradient) is FP32, as in fp32 mode. The patch embedding
 // (one GEMM of K = 3p^2 per image) stays on cuBLAS with TF32.
 #include "host/cuda_model.h"
+#include "host/step_graph.h"
 
 #include <algorithm>
 #include <cmath>
@@ -310,6 +314,8 @@ class CudaModel final : public Model {
       CUDA_CHECK(cudaMemsetAsync(w16_, 0, n * sizeof(bf16), stream_));
       name_allocation(w16_, "params_bf16");
     }
+    CUDA_CHECK(cudaMalloc((void**)&dev_scalars_, sizeof(GraphScalars)));
+    name_allocation(dev_scalars_, "graph_scalars");
 
     allocate_activations();
     make_layer_views();
@@ -346,6 +352,8 @@ class CudaModel final : public Model {
     // No CUDA_CHECK here: a destructor must not exit; errors at teardown change nothing.
     if (stream_) cudaStreamSynchronize(stream_);
     if (copy_stream_) cudaStreamSynchronize(copy_stream_);
+    graphs_.reset();  // the graphs and their staging, before the streams go
+    cudaFree(dev_scalars_);
     for (float* p : {params_, grads_, m_, v_}) cudaFree(p);
     if (w16_) cudaFree(w16_);
     for (void* p : arena_pieces_) cudaFree(p);
@@ -389,6 +397,10 @@ class CudaModel final : public Model {
                uint64_t step) override {
     check_batch(B);
     if (!images || !labels) throw Error("CudaModel::forward needs images and labels");
+    if (!train && opt_.cuda_graph) {  // evaluation: one graph per batch size
+      eval_graph_forward(images, labels, B, step);
+      return;
+    }
     const int s = slot_;
     slot_ ^= 1;
     // Stage the batch (the caller may reuse its buffers as soon as we return).
@@ -407,16 +419,7 @@ class CudaModel final : public Model {
     CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
     if (g_stream_hooks && g_stream_hooks->before_compute) g_stream_hooks->before_compute((void*)stream_);
 
-    if (dims_.x16)
-      input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x16);
-    else
-      input_forward(stream_, act_.img[s], B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
-    encoder_forward(B, train, step);
-    // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
-    // the CPU model, and gives the gradient without dropout.
-    xent_forward_backward(stream_, act_.logits, act_.label[s], act_.losses, act_.dlogits,
-                          act_.metrics, B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
-    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
+    issue_forward(act_.img[s], act_.label[s], B, train, step);
     CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
 
     last_B_ = B;
@@ -428,13 +431,207 @@ class CudaModel final : public Model {
 
   void backward() override {
     if (!have_forward_) throw Error("CudaModel::backward() needs a forward() first");
-    const Dims d = dims_of(cfg_, opt_, last_B_);  // the actual batch
+    issue_backward(last_B_, last_train_, last_step_);
+    grads_zero_ = false;
+  }
+
+  void zero_grad() override {
+    // The constructor and every optimizer step leave the gradients 0 (adam_update zeroes what
+    // it consumed): then there is nothing to clear, and no memset is issued.
+    if (grads_zero_) return;
+    CUDA_CHECK(cudaMemsetAsync(grads_, 0, layout_.total * sizeof(float), stream_));
+    grads_zero_ = true;
+  }
+
+  void set_gradient_reducer(GradientReducer* r) override { reducer_ = r; }
+
+  void optimizer_step(const OptimConfig& o, float lr, int64_t t, float grad_scale) override {
+    issue_optimizer(o, lr, t, grad_scale, nullptr);
+  }
+
+  float last_grad_norm() override {
+    if (!last_clipped_) return NAN;  // the norm is only computed when clipping (common/model.h)
+    float nc[2];
+    download(nc, act_.norm_coef, 2);
+    return nc[0];
+  }
+
+  void train_step(const MicroBatch* mb, int n, const OptimConfig& o, float lr, int64_t t,
+                  float grad_scale) override {
+    // Several ranks: the gradient all-reduce sits in the middle of the step; simt queues its
+    // NCCL calls through host functions that a capture does not take, so data-parallel steps
+    // stay eager (docs/cuda_model.md).
+    if (!opt_.cuda_graph || reducer_ || n < 1) {
+      Model::train_step(mb, n, o, lr, t, grad_scale);
+      return;
+    }
+    graph_step(mb, n, o, lr, t, grad_scale);
+  }
+
+ private:
+  // ---- the training step as one CUDA graph (host/step_graph.h) ----------------------------
+  // What a replay reads that changes every step: uploaded by the graph's first node from the
+  // graph's pinned staging (StepGraph::pinned[2]).
+  struct GraphScalars {
+    uint64_t step;      // Philox step of micro-batch 0; micro-batch m uses step + its offset
+    AdamStepArgs adam;  // lr / bias corrections of this update (adam_step_args)
+  };
+
+  void graph_step(const MicroBatch* mb, int n, const OptimConfig& o, float lr, int64_t t,
+                  float grad_scale) {
+    const size_t per_image = (size_t)dims_.Cin * dims_.S * dims_.S;
+    // The key: everything baked into the graph's nodes. Batch sizes and the micro-batches'
+    // step offsets fix shapes and DevStep offsets; the optimizer's constants and grad_scale are
+    // kernel arguments.
+    std::string key;
+    int total = 0;
+    for (int i = 0; i < n; ++i) {
+      check_batch(mb[i].count);
+      if (!mb[i].images || !mb[i].labels) throw Error("CudaModel::train_step needs images and labels");
+      key += std::to_string(mb[i].count) + "@" + std::to_string(mb[i].step - mb[0].step) + ",";
+      total += mb[i].count;
+    }
+    char opt_key[160];
+    snprintf(opt_key, sizeof opt_key, "|%d %a %a %a %a %a %a", (int)o.kind, o.beta1, o.beta2,
+             o.eps, o.weight_decay, o.clip_grad, grad_scale);
+    key += opt_key;
+
+    zero_grad();  // eager, and nothing to do after an optimizer step: the graph has no memset
+    const int par = graph_parity_;
+    graph_parity_ ^= 1;
+    auto setup = [&](StepGraph& g) {
+      g.pinned.resize(3, nullptr);
+      CUDA_CHECK(cudaMallocHost(&g.pinned[0], std::max<size_t>((size_t)total * per_image, 1)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[1], (size_t)total * sizeof(int32_t)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[2], sizeof(GraphScalars)));
+    };
+    auto issue = [&](StepGraph& g) {
+      CUDA_CHECK(cudaMemcpyAsync(dev_scalars_, g.pinned[2], sizeof(GraphScalars),
+                                 cudaMemcpyHostToDevice, stream_));
+      const uint8_t* img = (const uint8_t*)g.pinned[0];
+      const int32_t* lab = (const int32_t*)g.pinned[1];
+      for (int i = 0; i < n; ++i) {
+        const int B = mb[i].count;
+        const DevStep step(&dev_scalars_->step, mb[i].step - mb[0].step);
+        // Micro-batches run one after another on the stream: one device input slot serves all.
+        CUDA_CHECK(cudaMemcpyAsync(act_.img[0], img, (size_t)B * per_image,
+                                   cudaMemcpyHostToDevice, stream_));
+        CUDA_CHECK(cudaMemcpyAsync(act_.label[0], lab, (size_t)B * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, stream_));
+        issue_forward(act_.img[0], act_.label[0], B, /*train=*/true, step);
+        issue_backward(B, /*train=*/true, step);
+        img += (size_t)B * per_image;
+        lab += B;
+      }
+      issue_optimizer(o, lr, t, grad_scale, &dev_scalars_->adam);
+    };
+    StepGraph& g = graphs_->get(key, par, stream_, setup, issue);
+
+    // Staging of this parity: free once the graph's last launch with it is done (a step ago;
+    // the host runs at most one step ahead of the GPU).
+    CUDA_CHECK(cudaEventSynchronize(g.done));
+    size_t off = 0;
+    for (int i = 0; i < n; ++i) {
+      memcpy((uint8_t*)g.pinned[0] + off * per_image, mb[i].images, mb[i].count * per_image);
+      memcpy((int32_t*)g.pinned[1] + off, mb[i].labels, mb[i].count * sizeof(int32_t));
+      off += mb[i].count;
+    }
+    GraphScalars sc;
+    sc.step = mb[0].step;
+    sc.adam = adam_step_args(o, lr, t);
+    memcpy(g.pinned[2], &sc, sizeof sc);
+    StepGraphCache::launch(g, stream_);
+    // The graph wrote input slot 0 on the compute stream: an eager forward's copy (on the copy
+    // stream) into either slot waits for the graph.
+    for (int s = 0; s < 2; ++s) CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
+
+    last_B_ = mb[n - 1].count;
+    last_step_ = mb[n - 1].step;
+    last_train_ = true;
+    have_forward_ = true;
+    metric_count_ += total;
+    last_clipped_ = o.clip_grad > 0;
+    grads_zero_ = nspans_ > 0;
+  }
+
+  // An evaluation forward as a graph: the input copies from the graph's pinned staging, then
+  // issue_forward. Keyed by the batch size (the evaluation's full batches and its last one).
+  void eval_graph_forward(const uint8_t* images, const int32_t* labels, int B, uint64_t step) {
+    const size_t per_image = (size_t)dims_.Cin * dims_.S * dims_.S;
+    const int par = graph_parity_;
+    graph_parity_ ^= 1;
+    auto setup = [&](StepGraph& g) {
+      g.pinned.resize(3, nullptr);
+      CUDA_CHECK(cudaMallocHost(&g.pinned[0], std::max<size_t>((size_t)B * per_image, 1)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[1], (size_t)B * sizeof(int32_t)));
+      CUDA_CHECK(cudaMallocHost(&g.pinned[2], sizeof(GraphScalars)));
+    };
+    auto issue = [&](StepGraph& g) {
+      CUDA_CHECK(cudaMemcpyAsync(dev_scalars_, g.pinned[2], sizeof(GraphScalars),
+                                 cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(act_.img[0], g.pinned[0], (size_t)B * per_image,
+                                 cudaMemcpyHostToDevice, stream_));
+      CUDA_CHECK(cudaMemcpyAsync(act_.label[0], g.pinned[1], (size_t)B * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream_));
+      // The step only names the batch in the non-finite record (no randomness in evaluation).
+      issue_forward(act_.img[0], act_.label[0], B, /*train=*/false,
+                    DevStep(&dev_scalars_->step, 0));
+    };
+    StepGraph& g = graphs_->get("eval " + std::to_string(B), par, stream_, setup, issue);
+    CUDA_CHECK(cudaEventSynchronize(g.done));  // this staging's last launch, two graphs back
+    memcpy(g.pinned[0], images, (size_t)B * per_image);
+    memcpy(g.pinned[1], labels, (size_t)B * sizeof(int32_t));
+    GraphScalars sc{};
+    sc.step = step;
+    memcpy(g.pinned[2], &sc, sizeof sc);
+    StepGraphCache::launch(g, stream_);
+    for (int s = 0; s < 2; ++s) CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
+    last_B_ = B;
+    last_step_ = step;
+    last_train_ = false;
+    have_forward_ = true;
+    metric_count_ += B;
+  }
+
+  // ---- the step's pieces, issued on stream_ (eagerly, or into a graph's capture) ----------
+  // Input (device img/label, B images) -> logits, loss, dlogits, metrics.
+  void issue_forward(const uint8_t* img, const int32_t* label, int B, bool train, DevStep step) {
+    if (dims_.x16)
+      input_forward(stream_, img, B, opt_.input, cfg_, train, opt_.seed, step, act_.x16);
+    else
+      input_forward(stream_, img, B, opt_.input, cfg_, train, opt_.seed, step, act_.x);
+    encoder_forward(B, train, step);
+    // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
+    // the CPU model, and gives the gradient without dropout.
+    xent_forward_backward(stream_, act_.logits, label, act_.losses, act_.dlogits, act_.metrics,
+                          B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
+    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
+  }
+
+  // Gradient norm + clip (only when clipping), then Adam, which zeroes the gradients.
+  void issue_optimizer(const OptimConfig& o, float lr, int64_t t, float grad_scale,
+                       const AdamStepArgs* dyn) {
+    const size_t n = layout_.total;
+    // Data parallel: every rank holds the sum of its micro-batches' gradients; after the sum over
+    // ranks every rank has the whole batch's and takes the identical update.
+    if (reducer_) reducer_->sum_floats(grads_, n, stream_);
+    last_clipped_ = o.clip_grad > 0;
+    if (last_clipped_)
+      grad_norm_clip(stream_, grads_, n, grad_scale, o.clip_grad, act_.norm_coef, act_.scratch);
+    adam_update(stream_, params_, grads_, m_, v_, n, act_.spans, nspans_, o, lr, t, grad_scale,
+                last_clipped_ ? act_.norm_coef : nullptr, w16_, dyn);
+    grads_zero_ = nspans_ > 0;  // adam_update zeroed every trained tensor's gradient
+  }
+
+  // The backward of the last forward (B images, its train flag and step).
+  void issue_backward(int B, bool train, DevStep step) {
+    const Dims d = dims_of(cfg_, opt_, B);  // the actual batch
     const ParamLayout& P = layout_;
     const int NT = d.B * d.T;
     const size_t n = d.BTC();
-    const uint64_t seed = opt_.seed, step = last_step_;
-    const float p_hidden = last_train_ ? cfg_.dropout : 0.0f;
-    const float p_attn = last_train_ ? cfg_.attn_dropout : 0.0f;
+    const uint64_t seed = opt_.seed;
+    const float p_hidden = train ? cfg_.dropout : 0.0f;
+    const float p_attn = train ? cfg_.attn_dropout : 0.0f;
     float* g = grads_;
     const float* w = params_;
     Activations& a = act_;
@@ -502,28 +699,7 @@ class CudaModel final : public Model {
                          d.R, d.p, d.C);
   }
 
-  void zero_grad() override {
-    CUDA_CHECK(cudaMemsetAsync(grads_, 0, layout_.total * sizeof(float), stream_));
-  }
-
-  void set_gradient_reducer(GradientReducer* r) override { reducer_ = r; }
-
-  void optimizer_step(const OptimConfig& o, float lr, int64_t t, float grad_scale) override {
-    const size_t n = layout_.total;
-    // Data parallel: every rank holds the sum of its micro-batches' gradients; after the sum over
-    // ranks every rank has the whole batch's and takes the identical update.
-    if (reducer_) reducer_->sum_floats(grads_, n, stream_);
-    grad_norm_clip(stream_, grads_, n, grad_scale, o.clip_grad, act_.norm_coef, act_.scratch);
-    adam_update(stream_, params_, grads_, m_, v_, n, act_.spans, nspans_, o, lr, t, grad_scale,
-                act_.norm_coef, w16_);
-  }
-
-  float last_grad_norm() override {
-    float nc[2];
-    download(nc, act_.norm_coef, 2);
-    return nc[0];
-  }
-
+ public:
   void get_logits(float* out) const override {
     download(out, act_.logits, (size_t)last_B_ * dims_.K);
   }
@@ -610,7 +786,7 @@ class CudaModel final : public Model {
 
  private:
   // Forward from the normalised input act_.x to act_.logits, B images. Dropout only when train.
-  void encoder_forward(int B, bool train, uint64_t step) {
+  void encoder_forward(int B, bool train, DevStep step) {
     const Dims d = dims_of(cfg_, opt_, B);
     check_scratch(d);
     const ParamLayout& P = layout_;
@@ -848,6 +1024,12 @@ class CudaModel final : public Model {
   bool last_train_ = false;
   bool have_forward_ = false;  // activations and dlogits of a forward() are in place
   int64_t metric_count_ = 0;
+  bool grads_zero_ = true;     // gradients known to be 0 (zero_grad has nothing to do)
+  bool last_clipped_ = false;  // the last optimizer step computed the norm (last_grad_norm)
+
+  std::unique_ptr<StepGraphCache> graphs_{new StepGraphCache};  // train_step's graphs
+  GraphScalars* dev_scalars_ = nullptr;  // (1) device: what a graph replay reads per step
+  int graph_parity_ = 0;                 // which of a shape's two graphs the next step uses
 };
 
 }  // namespace

@@ -423,6 +423,9 @@ struct Run {
   TrainingCheckpoint ck;  // --resume: the checkpoint
   LoadedWeights init_w;   // --init: the weights
   int gpus = 0;           // --gpus N (0: not given)
+  // --no-graph: eager steps. Not a training option (the results are the same bits either way),
+  // so neither checkpoints nor config.json record it.
+  bool graph = true;
   DistConfig dist;        // this process's rank (world 1 unless run as one of several ranks)
 };
 
@@ -476,6 +479,9 @@ int train_main(int argc, char** argv, const TrainHooks* hooks) {
         "FP32 (matches --device cpu)");
     p.boolean("tf32", "alias: --tf32 = --precision tf32, --no-tf32 = --precision fp32",
               [&given](bool b) { given["tf32"] = b ? "true" : "false"; });
+    p.boolean("graph", "run each training step as one CUDA graph (default on; --no-graph launches "
+              "eagerly, for debugging: the same results)",
+              [&r](bool b) { r.graph = b; });
     p.flag("freeze-backbone",
            "linear probe: train only the head (and the final LayerNorm); the rest keeps its weights",
            [&given] { given["freeze_backbone"] = "true"; });
@@ -689,6 +695,7 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
                  : o.precision == "tf32" ? Precision::Tf32
                                          : Precision::Fp32;
   mo.freeze_backbone = o.freeze_backbone;
+  mo.cuda_graph = r.graph;
   std::unique_ptr<Model> model = make_model(o.device, cfg, mo, hooks, !main_rank);
   model->set_gradient_reducer(comm.get());
   const ParamLayout& layout = model->layout();
@@ -860,21 +867,21 @@ int run_training(Run& r, const std::string& command, const TrainHooks* hooks) {
     int64_t images_now = 0;
     double last_print = -1;
     for (Batch b = train.next(); b.count > 0; b = train.next()) {
-      model->zero_grad();
       pending.push_back({(int64_t)st.micro_step, st.step, e, b.index});
       // Micro-batch m of the step draws its randomness from micro-step st.micro_step + m on
       // whichever rank runs it; rank r runs m in [r * micro_per_rank, (r + 1) * micro_per_rank),
       // so W ranks compute exactly what one rank with W x the micro-batches would.
       const int n_micro = (b.count + micro - 1) / micro;
+      std::vector<Model::MicroBatch> mbs;
       for (int m = rank * micro_per_rank; m < std::min(n_micro, (rank + 1) * micro_per_rank); ++m) {
         const int off = m * micro, cnt = std::min(micro, b.count - off);
-        model->forward(b.images + (size_t)off * train.image_bytes(), b.labels + off, cnt, true,
-                       st.micro_step + m);
-        model->backward();
+        mbs.push_back(Model::MicroBatch{b.images + (size_t)off * train.image_bytes(),
+                                        b.labels + off, cnt, (uint64_t)(st.micro_step + m)});
       }
-      st.micro_step += n_micro;
       const double lr = learning_rate(o, st.step, spe);
-      model->optimizer_step(oc, (float)lr, st.step + 1, 1.0f / n_micro);
+      // zero_grad, each micro-batch's forward + backward, the update: one CUDA graph on the GPU.
+      model->train_step(mbs.data(), (int)mbs.size(), oc, (float)lr, st.step + 1, 1.0f / n_micro);
+      st.micro_step += n_micro;
       ++st.step;
       st.batch = b.index + 1;
       st.lr = lr;

@@ -12,8 +12,9 @@
 //                   v = b2 v + (1-b2) g'^2; p -= lr * (m / bc1) / (sqrt(v / bc2) + eps) with
 //                   bc1 = 1 - b1^t, bc2 = 1 - b2^t (t 1-based): vit::ref::adam_update, in its
 //                   order of operations (PyTorch's: p - (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps)).
-//                   Elements outside every span (alignment padding between tensors) are left
-//                   untouched. coef is read from device memory (norm_coef[1]), so clipping never
+//                   Then g = 0 (the update consumes the gradient: zero_grad needs no memset
+//                   before the next accumulation; common/model.h). Elements outside every span
+//                   (alignment padding between tensors) are left untouched. coef is read from device memory (norm_coef[1]), so clipping never
 //                   needs the host to wait for the norm.
 //                   --precision bf16: p16 (n) != nullptr also gets bf16(p) (round to nearest
 //                   even) of every updated element, the copy the BF16 GEMMs read; p, g, m, v
@@ -123,6 +124,23 @@ struct AdamArgs {
   float grad_scale;
 };
 
+// The values of AdamArgs that change every step. A CUDA graph's adam_update reads them from
+// device memory (uploaded by the step's first node); they are computed by the same host code
+// as an eager launch's, so both give the same bits.
+struct AdamStepArgs {
+  float step_size, bc2_sqrt, decoupled;
+};
+inline AdamStepArgs adam_step_args(const OptimConfig& o, float lr, int64_t t) {
+  if (t < 1) throw Error("adam_update: step t must be >= 1 (1-based), got " + std::to_string(t));
+  // Bias corrections in double, as the reference: beta^t for large t loses nothing that way.
+  const float bc1 = (float)(1.0 - std::pow((double)o.beta1, (double)t));
+  AdamStepArgs d;
+  d.step_size = lr / bc1;
+  d.bc2_sqrt = (float)std::sqrt(1.0 - std::pow((double)o.beta2, (double)t));
+  d.decoupled = o.kind == OptimConfig::AdamW ? 1.0f - lr * o.weight_decay : 1.0f;
+  return d;
+}
+
 // One element, in the reference's order of operations (cpu/optim.cpp = torch.optim.Adam(W)).
 static __device__ __forceinline__ void adam_element(float& p, float g, float& m, float& v,
                                                     bool decay, float gs, const AdamArgs& a) {
@@ -137,11 +155,17 @@ static __device__ __forceinline__ void adam_element(float& p, float g, float& m,
 }
 
 template <bool VEC>
-static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restrict__ p, const floatX* __restrict__ g,
+static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restrict__ p, floatX* __restrict__ g,
                                           float* __restrict__ m, float* __restrict__ v, size_t n,
                                           const TensorSpan* __restrict__ spans, int nspans,
                                           AdamArgs a, const float* __restrict__ norm_coef,
-                                          __nv_bfloat16* __restrict__ p16) {
+                                          __nv_bfloat16* __restrict__ p16,
+                                          const AdamStepArgs* __restrict__ dyn) {
+  if (dyn) {  // a graph's step: this step's lr and bias corrections from device memory
+    a.step_size = dyn->step_size;
+    a.bc2_sqrt = dyn->bc2_sqrt;
+    a.decoupled = dyn->decoupled;
+  }
   const float gs = a.grad_scale * (norm_coef ? norm_coef[1] : 1.0f);  // g' = g * gs
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
@@ -167,6 +191,7 @@ static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restr
         p16[i + 2] = __float2bfloat16(pv.z);
         p16[i + 3] = __float2bfloat16(pv.w);
       }
+      *reinterpret_cast<float4*>(g + i) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     } else {
       for (size_t j = i; j < i + 4 && j < n; ++j) {
         if (s < 0 || j >= spans[s].offset + spans[s].numel) s = find_span(spans, nspans, j);
@@ -177,39 +202,39 @@ static __global__ void __launch_bounds__(256) adam_update_kernel(floatX* __restr
         m[j] = mj;
         v[j] = vj;
         if (p16) p16[j] = __float2bfloat16(pj);
+        g[j] = 0.0f;
       }
     }
   }
 }
 
-// p, m, v (n) updated in place over the spans (device array, sorted by offset, disjoint);
-// norm_coef: grad_norm_clip's output, or nullptr for coef 1. lr and t are host values.
+// p, m, v (n) updated in place over the spans (device array, sorted by offset, disjoint), and g
+// zeroed over them; norm_coef: grad_norm_clip's output, or nullptr for coef 1. lr and t are host
+// values; or, with dyn (device memory, a graph's step), lr and t are not used and dyn holds
+// adam_step_args(o, lr, t) at the time the kernel runs.
 // p16 (n): when given, bf16(p) of every updated element (--precision bf16).
-inline void adam_update(cudaStream_t st, float* p, const float* g, float* m, float* v, size_t n,
+inline void adam_update(cudaStream_t st, float* p, float* g, float* m, float* v, size_t n,
                         const TensorSpan* spans, int nspans, const OptimConfig& o, float lr,
                         int64_t t, float grad_scale, const float* norm_coef,
-                        __nv_bfloat16* p16 = nullptr) {
+                        __nv_bfloat16* p16 = nullptr, const AdamStepArgs* dyn = nullptr) {
   if (n == 0 || nspans <= 0) return;
-  if (t < 1) throw Error("adam_update: step t must be >= 1 (1-based), got " + std::to_string(t));
-  // Bias corrections in double, as the reference: beta^t for large t loses nothing that way.
-  const float bc1 = (float)(1.0 - std::pow((double)o.beta1, (double)t));
+  const AdamStepArgs d = dyn ? AdamStepArgs{0.0f, 1.0f, 1.0f} : adam_step_args(o, lr, t);
   AdamArgs a;
   a.beta1 = o.beta1;
   a.beta2 = o.beta2;
   a.eps = o.eps;
-  a.step_size = lr / bc1;
-  a.bc2_sqrt = (float)std::sqrt(1.0 - std::pow((double)o.beta2, (double)t));
-  const bool adamw = o.kind == OptimConfig::AdamW;
-  a.l2 = adamw ? 0.0f : o.weight_decay;
-  a.decoupled = adamw ? 1.0f - lr * o.weight_decay : 1.0f;
+  a.step_size = d.step_size;
+  a.bc2_sqrt = d.bc2_sqrt;
+  a.l2 = o.kind == OptimConfig::AdamW ? 0.0f : o.weight_decay;
+  a.decoupled = d.decoupled;
   a.grad_scale = grad_scale;
   const unsigned grid = elementwise_grid(n, 256);
   if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v))
     LAUNCH(adam_update_kernel<true>, grid, 256, 0, st, p, g, m, v, n, spans, nspans, a, norm_coef,
-           p16);
+           p16, dyn);
   else
     LAUNCH(adam_update_kernel<false>, grid, 256, 0, st, p, g, m, v, n, spans, nspans, a,
-           norm_coef, p16);
+           norm_coef, p16, dyn);
 }
 
 }  // namespace vit

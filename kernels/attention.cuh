@@ -179,7 +179,8 @@ template <int HD, class QT>
 __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_forward_kernel(const QT* __restrict__ qkv, QT* __restrict__ out,
                                          float* __restrict__ lse, int T, int C, int NH,
                                          float scale, float p_drop, float keep_scale,
-                                         uint64_t seed, uint32_t site, uint64_t step) {
+                                         uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kFwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Ks = smem;              // (TILE, HD)
@@ -253,7 +254,8 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dq_ke
                                              float* __restrict__ Dbuf, float* __restrict__ dqkv,
                                              int T, int C, int NH, float scale, float p_drop,
                                              float keep_scale, uint64_t seed, uint32_t site,
-                                             uint64_t step) {
+                                             DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kBwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Ks = smem;              // (TILE, HD)
@@ -324,7 +326,8 @@ __global__ void __launch_bounds__(kRows * (HD / kFeat)) attention_backward_dkdv_
                                                const float* __restrict__ Dbuf,
                                                float* __restrict__ dqkv, int T, int C, int NH,
                                                float scale, float p_drop, float keep_scale,
-                                               uint64_t seed, uint32_t site, uint64_t step) {
+                                               uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   constexpr int G = HD / kFeat, NT = kRows * G, TILE = kBwdTile;
   VIT_DYNAMIC_SMEM(float, smem);
   float* Qs = smem;                    // (TILE, HD) q rows of the query tile
@@ -425,7 +428,7 @@ inline int check_shape(const char* fn, int B, int T, int C, int NH, float p_drop
 template <int HD, class QT>
 inline void forward_launch(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B, int T,
                            int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                           uint64_t step) {
+                           DevStep step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
   LAUNCH((attention_forward_kernel<HD, QT>), grid, kRows * (HD / kFeat),
@@ -436,7 +439,7 @@ inline void forward_launch(cudaStream_t st, const QT* qkv, QT* out, float* lse, 
 template <int HD, class QT>
 inline void backward_launch(cudaStream_t st, const float* dout, const QT* qkv, const QT* out,
                             const float* lse, float* dqkv, float* Dbuf, int B, int T, int C,
-                            int NH, float p_drop, uint64_t seed, uint32_t site, uint64_t step) {
+                            int NH, float p_drop, uint64_t seed, uint32_t site, DevStep step) {
   const dim3 grid(ceil_div(T, kRows), NH, B);
   const int threads = kRows * (HD / kFeat);
   const float scale = 1.0f / std::sqrt((float)HD), keep_scale = 1.0f / (1.0f - p_drop);
@@ -455,7 +458,7 @@ namespace attn_detail {
 template <class QT>
 inline void attention_forward_t(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
                                 int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                                uint64_t step) {
+                                DevStep step) {
   const int hd = attn_detail::check_shape("attention_forward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
@@ -470,14 +473,14 @@ inline void attention_forward_t(cudaStream_t st, const QT* qkv, QT* out, float* 
 // p_drop on the probabilities.
 inline void attention_forward(cudaStream_t st, const float* qkv, float* out, float* lse, int B,
                               int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                              uint64_t step) {
+                              DevStep step) {
   attn_detail::attention_forward_t(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step);
 }
 // (The BF16 overload is a template so that a nullptr qkv still picks the float one.)
 template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::value>::type>
 inline void attention_forward(cudaStream_t st, const QT* qkv, QT* out, float* lse, int B,
                               int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                              uint64_t step) {
+                              DevStep step) {
   attn_detail::attention_forward_t(st, qkv, out, lse, B, T, C, NH, p_drop, seed, site, step);
 }
 
@@ -505,7 +508,7 @@ template <class QT>
 inline void attention_backward_t(cudaStream_t st, const float* dout, const QT* qkv,
                                  const QT* out, const float* lse, float* dqkv, float* scratch,
                                  int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                                 uint32_t site, uint64_t step) {
+                                 uint32_t site, DevStep step) {
   const int hd = attn_detail::check_shape("attention_backward", B, T, C, NH, p_drop);
   if (B == 0) return;
   switch (hd) {
@@ -522,7 +525,7 @@ inline void attention_backward_t(cudaStream_t st, const float* dout, const QT* q
 inline void attention_backward(cudaStream_t st, const float* dout, const float* qkv,
                                const float* out, const float* lse, float* dqkv, float* scratch,
                                int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                               uint32_t site, uint64_t step) {
+                               uint32_t site, DevStep step) {
   attn_detail::attention_backward_t(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop,
                                     seed, site, step);
 }
@@ -530,7 +533,7 @@ template <class QT, typename = typename std::enable_if<std::is_same<QT, bf16>::v
 inline void attention_backward(cudaStream_t st, const float* dout, const QT* qkv,
                                const QT* out, const float* lse, float* dqkv, float* scratch,
                                int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                               uint32_t site, uint64_t step) {
+                               uint32_t site, DevStep step) {
   attn_detail::attention_backward_t(st, dout, qkv, out, lse, dqkv, scratch, B, T, C, NH, p_drop,
                                     seed, site, step);
 }

@@ -202,7 +202,8 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsFwd)
     attention_tc_forward_kernel(const __nv_bfloat16* __restrict__ qkv, OutT* __restrict__ out,
                                 float* __restrict__ lse, int T, int C, int NH, float scale_log2,
                                 float p_drop, float keep_scale, uint64_t seed, uint32_t site,
-                                uint64_t step) {
+                                DevStep step_arg) {
+  const uint64_t step = step_arg;  // a graph replay reads this step's value here
   TC_SMEM(smem);
   constexpr int Ldh = TcDims<HD>::Ldh, KS = TcDims<HD>::KS, TileH = TcDims<HD>::TileH;
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -319,7 +320,8 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
                                     const OutT* __restrict__ out, const float* __restrict__ lse,
                                     float* __restrict__ Dbuf, OutT* __restrict__ dqkv, int T,
                                     int C, int NH, float scale, float scale_log2, float p_drop,
-                                    float keep_scale, uint64_t seed, uint32_t site, uint64_t step) {
+                                    float keep_scale, uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // a graph replay reads this step's value here
   TC_SMEM(smem);
   constexpr int Ldh = TcDims<HD>::Ldh, KS = TcDims<HD>::KS, TileH = TcDims<HD>::TileH;
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -428,7 +430,8 @@ __global__ void __launch_bounds__(32 * kTcMaxWarpsBwd)
                                       const float* __restrict__ lse, const float* __restrict__ Dbuf,
                                       OutT* __restrict__ dqkv, int T, int C, int NH, float scale,
                                       float scale_log2, float p_drop, float keep_scale,
-                                      uint64_t seed, uint32_t site, uint64_t step) {
+                                      uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // a graph replay reads this step's value here
   TC_SMEM(smem);
   constexpr int Ldh = TcDims<HD>::Ldh, KS = TcDims<HD>::KS, TileH = TcDims<HD>::TileH;
   const int W = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -577,7 +580,7 @@ inline void allow_smem(K kernel, size_t bytes) {
 template <int HD, class OutT>
 inline void forward_launch(cudaStream_t st, const __nv_bfloat16* qkv, OutT* out, float* lse, int B,
                            int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                           uint64_t step) {
+                           DevStep step) {
   const Geometry g = geometry(T, kTcMaxWarpsFwd);
   static const bool opted =
       (allow_smem(attention_tc_forward_kernel<OutT, HD>, fwd_smem<HD>(kTcMaxWarpsFwd)), true);
@@ -592,7 +595,7 @@ template <int HD, class OutT>
 inline void backward_launch(cudaStream_t st, const OutT* dout, const __nv_bfloat16* qkv,
                             const OutT* out, const float* lse, OutT* dqkv, float* scratch, int B,
                             int T, int C, int NH, float p_drop, uint64_t seed, uint32_t site,
-                            uint64_t step) {
+                            DevStep step) {
   const Geometry g = geometry(T, kTcMaxWarpsBwd);
   static const bool opted =
       (allow_smem(attention_tc_backward_dq_kernel<OutT, HD>, dq_smem<HD>(kTcMaxWarpsBwd)),
@@ -622,7 +625,7 @@ inline bool attention_tc_supports_head_dim(int hd) { return attn_tc::head_dim_ok
 template <class OutT>
 inline void attention_forward_tc(cudaStream_t st, const __nv_bfloat16* qkv, OutT* out, float* lse,
                                  int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                                 uint32_t site, uint64_t step) {
+                                 uint32_t site, DevStep step) {
   using namespace attn_tc;
   const int hd = check_shape("attention_forward_tc", B, T, C, NH, p_drop);
   if (B == 0) return;
@@ -643,7 +646,7 @@ template <class OutT>
 inline void attention_backward_tc(cudaStream_t st, const OutT* dout, const __nv_bfloat16* qkv,
                                   const OutT* out, const float* lse, OutT* dqkv, float* scratch,
                                   int B, int T, int C, int NH, float p_drop, uint64_t seed,
-                                  uint32_t site, uint64_t step) {
+                                  uint32_t site, DevStep step) {
   using namespace attn_tc;
   const int hd = check_shape("attention_backward_tc", B, T, C, NH, p_drop);
   if (B == 0) return;

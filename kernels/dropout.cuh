@@ -28,7 +28,8 @@ namespace vit {
 // the reference (vit::ref::dropout_scale), so the two agree bitwise.
 template <bool VEC, bool RESIDUAL>
 static __global__ void __launch_bounds__(256) dropout_kernel(const floatX* res, const floatX* x, floatX* y, size_t n,
-                                      float p, float scale, uint64_t seed, uint32_t site, uint64_t step) {
+                                      float p, float scale, uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;  // read once (a graph step lives in device memory)
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
        q += (size_t)gridDim.x * blockDim.x) {
@@ -70,7 +71,7 @@ static __global__ void __launch_bounds__(256) dropout_kernel(const floatX* res, 
 }
 
 inline void dropout_launch(cudaStream_t st, const float* res, const float* x, float* y, size_t n,
-                           float p, uint64_t seed, uint32_t site, uint64_t step) {
+                           float p, uint64_t seed, uint32_t site, DevStep step) {
   if (n == 0) return;
   if (!(p >= 0.0f && p < 1.0f))
     throw Error("dropout: probability " + std::to_string(p) + " outside [0, 1)");
@@ -92,20 +93,20 @@ inline void dropout_launch(cudaStream_t st, const float* res, const float* x, fl
 
 // y (n) = drop(x) (=). In place ok.
 inline void dropout_forward(cudaStream_t st, const float* x, float* y, size_t n, float p,
-                            uint64_t seed, uint32_t site, uint64_t step) {
+                            uint64_t seed, uint32_t site, DevStep step) {
   dropout_launch(st, nullptr, x, y, n, p, seed, site, step);
 }
 
 // out (n) = res + drop(x) (=). out may alias res or x.
 inline void dropout_residual_forward(cudaStream_t st, const float* res, const float* x, float* out,
                                      size_t n, float p, uint64_t seed, uint32_t site,
-                                     uint64_t step) {
+                                     DevStep step) {
   dropout_launch(st, res, x, out, n, p, seed, site, step);
 }
 
 // dx (n) = drop(dy) with the forward's mask (=). In place ok.
 inline void dropout_backward(cudaStream_t st, const float* dy, float* dx, size_t n, float p,
-                             uint64_t seed, uint32_t site, uint64_t step) {
+                             uint64_t seed, uint32_t site, DevStep step) {
   dropout_launch(st, nullptr, dy, dx, n, p, seed, site, step);
 }
 

@@ -43,7 +43,8 @@ struct InputKernelArgs {
   int augment;  // Augment as int (None, Flip, CropFlip, RrcFlip); ignored when !train
   int crop_pad;
   bool train;
-  uint64_t seed, step;
+  uint64_t seed;
+  DevStep step;  // a value, or in a graph the device counter (kernels/common.cuh)
   float mean[3], sd[3];
 };
 
@@ -184,7 +185,7 @@ inline void resize_bilinear(cudaStream_t st, const float* src, int planes, int s
 // OutT = float, or __half: the float result rounded once (= vit::ref::round_to_half of it).
 template <class OutT>
 inline void input_forward_to(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
-                             const Config& c, bool train, uint64_t seed, uint64_t step, OutT* out) {
+                             const Config& c, bool train, uint64_t seed, DevStep step, OutT* out) {
   if (B <= 0) return;
   if (c.channels < 1 || c.channels > 3)
     throw Error("input_forward: " + std::to_string(c.channels) + " channels: 1 to 3 supported");
@@ -213,11 +214,11 @@ inline void input_forward_to(cudaStream_t st, const uint8_t* img, int B, const I
 }
 
 inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
-                          const Config& c, bool train, uint64_t seed, uint64_t step, float* out) {
+                          const Config& c, bool train, uint64_t seed, DevStep step, float* out) {
   input_forward_to(st, img, B, in, c, train, seed, step, out);
 }
 inline void input_forward(cudaStream_t st, const uint8_t* img, int B, const InputSpec& in,
-                          const Config& c, bool train, uint64_t seed, uint64_t step, __half* out) {
+                          const Config& c, bool train, uint64_t seed, DevStep step, __half* out) {
   input_forward_to(st, img, B, in, c, train, seed, step, out);
 }
 

@@ -125,22 +125,22 @@ struct NonFiniteRecord {
   float loss;
 };
 
-static __global__ void __launch_bounds__(32) track_nonfinite_kernel(const float* __restrict__ losses, int B, long long step,
+static __global__ void __launch_bounds__(32) track_nonfinite_kernel(const float* __restrict__ losses, int B, DevStep step,
                                        NonFiniteRecord* rec) {
   float s = 0.0f;
   for (int i = threadIdx.x; i < B; i += 32) s += losses[i];
   for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
   if (threadIdx.x == 0 && !isfinite(s) && rec->step < 0) {
-    rec->step = step;
+    rec->step = (long long)(uint64_t)step;
     rec->loss = s;
   }
 }
 
 // rec (device, 1) updated as described above; losses (B) as written by xent_forward_backward.
-inline void track_nonfinite(cudaStream_t st, const float* losses, int B, uint64_t step,
+inline void track_nonfinite(cudaStream_t st, const float* losses, int B, DevStep step,
                             NonFiniteRecord* rec) {
   if (B <= 0) return;
-  LAUNCH(track_nonfinite_kernel, 1, 32, 0, st, losses, B, (long long)step, rec);
+  LAUNCH(track_nonfinite_kernel, 1, 32, 0, st, losses, B, step, rec);
 }
 
 }  // namespace vit

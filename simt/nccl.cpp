@@ -146,9 +146,13 @@ ncclResult_t wait_for(ncclComm_t c, const char* what, const std::function<bool()
     if (t >= next_check) {
       next_check = t + 0.05;
       for (int r = 0; r < c->nranks; ++r)
-        if (r != c->rank && !process_alive(c->h->pid[r].load()))
+        if (r != c->rank && !process_alive(c->h->pid[r].load())) {
+          // A peer may arrive and then exit between the ready() above and this check (its
+          // last collective done, its run over): that is success, not a lost rank.
+          if (ready()) return ncclSuccess;
           return fail(c, ncclRemoteError, "%s: rank %d (pid %d) has exited", what, r,
                       (int)c->h->pid[r].load());
+        }
       if (t >= deadline)
         return fail(c, ncclSystemError, "%s: timed out after %.0f s waiting for the other ranks "
                     "(SIMT_NCCL_TIMEOUT)", what, timeout_seconds());

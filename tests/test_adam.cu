@@ -6,7 +6,7 @@
 // Layouts: the tiny model's real ParamLayout (tensors 16-byte aligned, padding between them
 // must stay untouched) and a hand-made one with odd offsets and sizes (groups of 4 straddling
 // two tensors and padding: the element-by-element path). Two thread orders; bitwise identical
-// across runs. Tolerances: the norm rtol 1e-5 (float partial sums vs the reference's double);
+// across runs; the gradient is 0 afterwards on every span. Tolerances: the norm rtol 1e-5 (float partial sums vs the reference's double);
 // p, m, v rtol 1e-5 with atol 1e-7 / 1e-8 / 1e-10 (their scales: ~0.1, ~1e-2, ~1e-4).
 // --precision bf16: the second run of each order also writes the BF16 weight copy; p, m, v must
 // be bitwise those of the run without it, and the copy exactly __float2bfloat16 of the updated
@@ -76,6 +76,7 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
       d_m.upload(m0);
       d_v.upload(v0);
       d_p16.upload(p16_init);
+      d_g.upload(g);  // adam_update consumed (zeroed) the last run's
       vit::grad_norm_clip(0, d_g, n, c.grad_scale, o.clip_grad, d_nc, scratch);
       vit::adam_update(0, d_p, d_g, d_m, d_v, n, d_spans, (int)spans.size(), o, lr, c.t,
                        c.grad_scale, d_nc, run == 1 ? d_p16.get() : nullptr);
@@ -103,8 +104,9 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
       }
     }
   });
-  // Padding (in no span) untouched, bitwise.
-  vector<float> p = d_p.download();
+  // Padding (in no span) untouched, bitwise; the gradient zeroed on every span (the update
+  // consumes it: common/model.h), left as it was on the padding.
+  vector<float> p = d_p.download(), gd = d_g.download();
   vector<char> covered(n, 0);
   for (const auto& s : spans)
     for (size_t i = 0; i < s.numel; ++i) covered[s.offset + i] = 1;
@@ -113,6 +115,10 @@ void check_adam(const vector<vit::TensorSpan>& spans, size_t n, const AdamCase& 
     if (!covered[i]) {
       ++pad;
       EXPECT_EQ(p[i], p0[i]) << "padding element " << i << " was updated";
+      EXPECT_EQ(gd[i], g[i]) << "padding gradient " << i << " was written";
+    } else if (gd[i] != 0.0f) {
+      ADD_FAILURE() << "gradient " << i << " is " << gd[i] << " after the update, not 0";
+      break;
     }
   (void)pad;
 }

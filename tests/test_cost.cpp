@@ -69,19 +69,23 @@ TEST(StepModel, LaunchCountsMatchTheCudaModelsStep) {
   // proj bias, 2 dropout+residual, fc1 bias+gelu, fc2 bias] (108) + head bias, xent, non-finite
   // (3) = 115 kernels; backward: head bias grad (2) + 12 x [2 dropout bwd, 4 bias-grad pairs (8),
   // gelu bwd, 2 LN bwd x 3, 2 attention] (228) + embed dropout bwd, patch sums, patch bias (3) =
-  // 233; optimizer: grad norm (2) + Adam (1). GEMMs: forward 1 + 12 x 4 + 1, backward 2 + 12 x 8
-  // + 1. Memsets: zero grads, dres.
+  // 233; optimizer: Adam (1), which also zeroes the gradients (no zero_grad memset); the
+  // gradient norm (2) only when clipping. GEMMs: forward 1 + 12 x 4 + 1, backward 2 + 12 x 8 + 1.
+  // Memsets: dres. Copies: images, labels. (tests/test_step_graph.cu counts a real step.)
   std::vector<StepOp> b = step_ops(preset("basic"), 64, Precision::Tf32);
   EXPECT_EQ(launches_of(b, StepOp::Gemm), 149);
-  EXPECT_EQ(launches_of(b, StepOp::Memset), 2);
-  EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 351);
+  EXPECT_EQ(launches_of(b, StepOp::Memset), 1);
+  EXPECT_EQ(launches_of(b, StepOp::Copy), 2);
+  EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 349);
+  std::vector<StepOp> bc = step_ops(preset("basic"), 64, Precision::Tf32, /*clip_grad=*/true);
+  EXPECT_EQ(launches_of(bc, StepOp::Memory) + launches_of(bc, StepOp::Attention), 351);
   // vit-b16: no dropout (-1 forward, -25 backward kernels), final LN (+1 forward, +3 backward
   // kernels, +1 memset).
   std::vector<StepOp> v = step_ops(preset("vit-b16"), 32, Precision::Bf16);
   EXPECT_EQ(launches_of(v, StepOp::Gemm), 149);
-  EXPECT_EQ(launches_of(v, StepOp::Memset), 3);
-  EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 329);
-  EXPECT_EQ(step_time(v, Precision::Bf16, named_gpus()[1]).launches, 481);
+  EXPECT_EQ(launches_of(v, StepOp::Memset), 2);
+  EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 327);
+  EXPECT_EQ(step_time(v, Precision::Bf16, named_gpus()[1]).launches, 480);
 }
 
 TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
@@ -117,8 +121,11 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   std::vector<StepOp> bf = step_ops(c, B, Precision::Bf16);
   for (const StepOp& op : bf)
     if (op.name == "fc1 gemm") EXPECT_DOUBLE_EQ(op.bytes, 2.0 * (68 * 64 + 64 * 128 + 68 * 128));
-  // Adam reads p, g, m, v and writes p, m, v: 28 bytes per parameter.
-  EXPECT_DOUBLE_EQ(find("adam").bytes, 28.0 * ParamLayout(c).count());
+  // Adam reads p, g, m, v and writes p, m, v and g = 0: 32 bytes per parameter.
+  EXPECT_DOUBLE_EQ(find("adam").bytes, 32.0 * ParamLayout(c).count());
+  // The input copies: uint8 images and int32 labels.
+  EXPECT_DOUBLE_EQ(find("input copy (images)").bytes, 4.0 * 3 * 32 * 32);
+  EXPECT_DOUBLE_EQ(find("input copy (labels)").bytes, 4.0 * 4);
   // LayerNorm forward: reads and writes (B, T, C) and writes mean/rstd; 2 per layer.
   EXPECT_DOUBLE_EQ(find("layernorm fwd").bytes, 2 * n * 4 + 2 * bt * 4);
   EXPECT_EQ(find("layernorm fwd").count, 4);
@@ -145,6 +152,10 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   // TF32 runs the GEMM 4x faster on this GPU, BF16 8x; the memory op does not change.
   EXPECT_DOUBLE_EQ(step_time(two, Precision::Tf32, g, a).gemm_s, 2 * 1e-3);
   EXPECT_DOUBLE_EQ(step_time(two, Precision::Bf16, g, a).gemm_s, 2 * 0.5e-3);
+  // A host -> device copy runs at the assumed link rate, not DRAM's: 25 KB at 25 GB/s = 1 us.
+  a.h2d_bandwidth = 25e9;
+  std::vector<StepOp> copy = {{StepOp::Copy, "c", 1, 0, 25e3}};
+  EXPECT_DOUBLE_EQ(step_time(copy, Precision::Fp32, g, a).memory_s, 1e-6);
 }
 
 TEST(StepModel, ReportHasEveryPrecisionAndTheFloor) {
