@@ -606,11 +606,18 @@ TEST(SimtLimitsDeathTest, MisalignedVectorAccessesAbortNamingTheKernel) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   misaligned_float4(0);  // aligned: fine
   misaligned_float4(4);
+#if defined(__SANITIZE_ADDRESS__)
+  // make test-sanitize: the full UBSan of that build reports the access itself and stops (simt's
+  // kernel line is the alignment-only mode's).
+  EXPECT_DEATH(misaligned_float4(1), "misaligned address.*float4");
+  EXPECT_DEATH(misaligned_half2(), "misaligned address.*__half2");
+#else
   EXPECT_DEATH(misaligned_float4(1),
                "misaligned address.*float4.*\n.*simt: misaligned access.*kernel misaligned_float4_kernel.*"
                "block \\(0,0,0\\) thread \\(0,0,0\\)");
   EXPECT_DEATH(misaligned_half2(), "misaligned address.*__half2.*\n.*simt: misaligned access.*kernel "
                                    "misaligned_half2_store_kernel");
+#endif
 }
 
 TEST(SimtLimitsDeathTest, StaticSharedMemoryAbove48KiBAborts) {

@@ -52,7 +52,7 @@ Config vitb16_like() {
 ModelOptions options(int src, bool graph, vit::Augment aug = vit::Augment::None) {
   ModelOptions o;
   o.seed = 7;
-  o.tf32 = false;
+  o.precision = vit::Precision::Fp32;
   o.input.src_size = src;
   o.input.augment = aug;
   o.input.crop_pad = 2;
