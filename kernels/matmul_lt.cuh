@@ -68,7 +68,9 @@ inline LtPlan& lt_plan(cublasLtHandle_t lt, bool transa, bool transb, int m, int
                        uint32_t align_b, uint32_t align_d) {
   typedef std::array<int64_t, 12> Key;
   static std::mutex mu;
-  static std::map<Key, LtPlan> plans;  // kept to the end of the process (a few per layer type)
+  // Kept to the end of the process (a few per layer type), never destructed: the descriptors
+  // stay reachable, so LeakSanitizer does not call them leaked at exit.
+  static std::map<Key, LtPlan>& plans = *new std::map<Key, LtPlan>;
   const Key key = {transa, transb, m, n, k, lda, ldb, ldd, bias != nullptr, align_a, align_b,
                    align_d};
   std::lock_guard<std::mutex> lock(mu);

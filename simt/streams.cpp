@@ -153,7 +153,11 @@ CUstream_st g_legacy_stream = [] {
   s.legacy = true;
   return s;
 }();
-std::set<CUstream_st*> g_streams;  // created and not destroyed
+// Created and not destroyed. Stream objects are never freed (queued ops and events may name a
+// destroyed stream): g_dead keeps the destroyed ones reachable, and neither container is ever
+// destructed, so LeakSanitizer (make test-sanitize) sees retained memory, not a leak.
+std::set<CUstream_st*>& g_streams = *new std::set<CUstream_st*>;
+std::vector<CUstream_st*>& g_dead_streams = *new std::vector<CUstream_st*>;
 std::set<CUstream_st*> g_busy;     // streams with queued work (destroyed ones included)
 std::set<cudaEvent_t> g_events;
 std::set<cudaGraph_t> g_graphs;
@@ -529,6 +533,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   // "Work still queued completes; resources are released once it has": the object stays (ops
   // and events may name it), only the handle dies.
   simt::g_streams.erase(stream);
+  simt::g_dead_streams.push_back(stream);
   stream->destroyed = true;
   return cudaSuccess;
 }

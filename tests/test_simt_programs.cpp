@@ -25,7 +25,11 @@ std::string simt_program(const char* name) {
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) return name;
   std::string self(buf, (size_t)n);
-  return self.substr(0, self.rfind('/')) + "/simt/" + name;
+  std::string dir = self.substr(0, self.rfind('/'));
+  // build/test_simt -> build/simt/NAME; the sanitizer build (build/asan/test_simt) runs the same
+  // program, build/simt/NAME (its Makefile rule builds it first).
+  if (dir.size() >= 5 && dir.compare(dir.size() - 5, 5, "/asan") == 0) dir.resize(dir.size() - 5);
+  return dir + "/simt/" + name;
 }
 
 std::string slurp(const std::string& path) {
