@@ -171,7 +171,9 @@ thread_local cudaStreamCaptureMode t_capture_mode = cudaStreamCaptureModeGlobal;
 
 CUstream_st* per_thread_stream() {
   // One blocking stream per host thread. Never freed: ops of other streams may name it.
-  static std::unordered_map<std::thread::id, CUstream_st*> streams;
+  // (Never destructed either, so the streams stay reachable for LeakSanitizer.)
+  static std::unordered_map<std::thread::id, CUstream_st*>& streams =
+      *new std::unordered_map<std::thread::id, CUstream_st*>;
   CUstream_st*& s = streams[std::this_thread::get_id()];
   if (!s) s = new CUstream_st();
   return s;
