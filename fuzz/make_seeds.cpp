@@ -46,10 +46,16 @@ std::string raw_safetensors(const std::string& header, const std::string& data) 
 }
 
 // The smallest model every layout can hold: 8 px, 4 px patches (4 patches), C = 8, 1 block.
+// final_ln = the torchvision layout's constants (erf GELU, eps 1e-6, final LN), else tintn's
+// (tanh, 1e-5, none): vit_export refuses a model that contradicts its layout.
 vit::Config micro(bool final_ln) {
   vit::Config c = vit::preset("tiny");
   c.image_size = 8; c.patch_size = 4; c.hidden = 8; c.layers = 1; c.heads = 2; c.mlp = 16;
   c.classes = 3; c.final_ln = final_ln;
+  if (final_ln) {
+    c.gelu = vit::Gelu::Erf;
+    c.ln_eps = 1e-6f;
+  }
   return c;
 }
 
