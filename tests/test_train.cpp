@@ -501,16 +501,7 @@ extern char** environ;
 TEST(TrainSignal, Child) {
   const char* packed = getenv("VIT_TRAIN_CHILD_ARGS");
   if (!packed) GTEST_SKIP() << "helper process of TrainSignal.SigintFromAnotherProcess";
-  std::vector<std::string> args = {"vit_train"};
-  std::stringstream ss(packed);
-  for (std::string a; std::getline(ss, a, '\x1f');) args.push_back(a);
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  int rc = vit::train_main((int)args.size(), argv.data());
-  fflush(stdout);
-  fflush(stderr);
-  _exit(rc);
+  vit_test::train_child_main(packed);
 }
 
 TEST(TrainSignal, SigintFromAnotherProcess) {

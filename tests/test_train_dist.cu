@@ -92,16 +92,7 @@ void expect_same_run(const std::string& a_dir, const std::string& b_dir, double 
 TEST(TrainDist, Rank) {
   const char* packed = getenv("VIT_TRAIN_CHILD_ARGS");
   if (!packed || !getenv("WORLD_SIZE")) GTEST_SKIP() << "a rank process of the TrainDist tests";
-  std::vector<std::string> args = {"vit_train"};
-  std::stringstream ss(packed);
-  for (std::string a; std::getline(ss, a, '\x1f');) args.push_back(a);
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  int rc = vit::train_main((int)args.size(), argv.data());
-  fflush(stdout);
-  fflush(stderr);
-  _exit(rc);
+  vit_test::train_child_main(packed);
 }
 
 TEST(TrainDist, TwoRanksTrainExactlyWhatOneRankWithTwoMicroBatchesDoes) {

@@ -3,6 +3,8 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -32,6 +34,22 @@ inline TrainRun run_train(std::vector<std::string> args, const vit::TrainHooks* 
   r.out = testing::internal::GetCapturedStdout();
   r.err = testing::internal::GetCapturedStderr();
   return r;
+}
+
+// The body of a child process that runs vit_train (tests that need a separate process: a real
+// signal, several ranks): train_main with the arguments packed in `packed` ('\x1f'-separated),
+// then _exit with its status (no gtest teardown in the child).
+[[noreturn]] inline void train_child_main(const char* packed) {
+  std::vector<std::string> args = {"vit_train"};
+  std::stringstream ss(packed);
+  for (std::string a; std::getline(ss, a, '\x1f');) args.push_back(a);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  int rc = vit::train_main((int)args.size(), argv.data());
+  fflush(stdout);
+  fflush(stderr);
+  _exit(rc);
 }
 
 // metrics.csv rows as numbers: (epoch, train_loss, train_acc, test_loss, test_acc, lr).
