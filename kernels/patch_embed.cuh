@@ -69,9 +69,11 @@ static __global__ void __launch_bounds__(256) patch_embed_epilogue_kernel(floatX
 }
 
 // A thread per (t, c): S = sum_b dout[b, t, c] in b order; dpos[t, c] += S; dcls[c] += S for
-// t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous.
-static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const floatX* __restrict__ dout,
-                                                  floatX* __restrict__ dpos,
+// t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous. dout: float or
+// bf16 (bf16 mode's stored gradient), rows ld elements apart.
+template <class DT>
+static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const DT* __restrict__ dout,
+                                                  int ld, floatX* __restrict__ dpos,
                                                   floatX* __restrict__ dcls,
                                                   float* __restrict__ possum,
                                                   float* __restrict__ gathered, int B, int T,
@@ -82,7 +84,7 @@ static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const f
   const int t = (int)(tc / C), c = (int)(tc % C);
   float s = 0.0f;
   for (int b = 0; b < B; ++b) {
-    const float v = (float)dout[(size_t)b * T * C + tc];
+    const float v = (float)dout[((size_t)b * T + t) * ld + c];
     s += v;
     if (t > 0) gathered[((size_t)b * N + (t - 1)) * C + c] = v;
   }
@@ -149,25 +151,38 @@ inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const XT* x, 
   patch_embed_forward_from(h, st, x, w, b, cls, pos, cols, out, B, Cin, H, p, C);
 }
 
-// dw (C, K) +=, db (C) +=, dcls (C) +=, dpos (T, C) +=.
-// scratch: patch_embed_scratch_floats(B, Cin, H, p, C) floats.
-inline void patch_embed_backward(cublasHandle_t h, cudaStream_t st, const float* dout,
-                                 const float* cols, float* dw, float* db, float* dcls, float* dpos,
-                                 float* scratch, int B, int Cin, int H, int p, int C) {
+// The per-position sums S (T, C) patch_embed_backward leaves at the start of its scratch: with
+// db == nullptr the caller adds rows 1..T-1 into the bias gradient itself (the CUDA model does it
+// with every other bias gradient, in one launch: kernels/reduce.cuh column_sums_many).
+inline float* patch_embed_possum(float* scratch) { return scratch; }
+
+// dw (C, K) +=, db (C) += (when not nullptr), dcls (C) +=, dpos (T, C) +=. dout (B, T, C) rows
+// ld_dout elements apart (float, or bf16). scratch: patch_embed_scratch_floats(B, Cin, H, p, C).
+template <class DT>
+inline void patch_embed_backward_t(cublasHandle_t h, cudaStream_t st, const DT* dout, int ld_dout,
+                                   const float* cols, float* dw, float* db, float* dcls,
+                                   float* dpos, float* scratch, int B, int Cin, int H, int p,
+                                   int C) {
   patch_embed_check("patch_embed_backward", B, Cin, H, p, C);
   if (B == 0) return;
+  if (ld_dout < C) throw Error("patch_embed_backward: dout row stride smaller than the width");
   const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
-  float* gathered = scratch;                  // (B*N, C)
-  float* possum = scratch + (size_t)B * N * C;  // (T, C)
-  LAUNCH(patch_embed_bwd_sum_kernel, ceil_div((size_t)T * C, 256), 256, 0, st, dout, dpos, dcls,
-         possum, gathered, B, T, C);
-  LAUNCH(patch_embed_bwd_bias_kernel, ceil_div(C, 256), 256, 0, st, possum, db, T, C);
+  float* possum = patch_embed_possum(scratch);  // (T, C)
+  float* gathered = scratch + (size_t)T * C;    // (B*N, C)
+  LAUNCH(patch_embed_bwd_sum_kernel<DT>, ceil_div((size_t)T * C, 256), 256, 0, st, dout, ld_dout,
+         dpos, dcls, possum, gathered, B, T, C);
+  if (db) LAUNCH(patch_embed_bwd_bias_kernel, ceil_div(C, 256), 256, 0, st, possum, db, T, C);
   const float one = 1.0f;
   CUBLAS_CHECK(cublasSetStream(h, st));
   // dw^T (K x C, ld K) += cols^T (K x B*N, ld K) * gathered (B*N x C) = op_T(gathered^T (C x B*N,
   // ld C)).
   CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, K, C, B * N, &one, cols, K, gathered, C,
                            &one, dw, K));
+}
+inline void patch_embed_backward(cublasHandle_t h, cudaStream_t st, const float* dout,
+                                 const float* cols, float* dw, float* db, float* dcls, float* dpos,
+                                 float* scratch, int B, int Cin, int H, int p, int C) {
+  patch_embed_backward_t(h, st, dout, C, cols, dw, db, dcls, dpos, scratch, B, Cin, H, p, C);
 }
 
 }  // namespace vit
