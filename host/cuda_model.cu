@@ -54,6 +54,7 @@
 #include "kernels/common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/head.cuh"
 #include "kernels/input.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
@@ -126,6 +127,15 @@ size_t scratch_floats(const Dims& d, size_t param_total) {
   return std::max<size_t>(s, 1);
 }
 
+// An input slot: the batch's images, then (at a 256-byte boundary) its labels, so one copy
+// moves both.
+size_t input_label_offset(const Dims& d) {
+  return align_up((size_t)d.B * d.Cin * d.S * d.S, ARENA_ALIGN);
+}
+size_t input_slot_bytes(const Dims& d) {
+  return input_label_offset(d) + (size_t)d.B * sizeof(int32_t);
+}
+
 // Every buffer outside the four parameter-sized ones. Per-layer activations are stored
 // layer after layer, each layer slot sized for the planned batch.
 //
@@ -138,8 +148,9 @@ size_t scratch_floats(const Dims& d, size_t param_total) {
 // (row r of the gradient stays inside row r of the activation). The other two (dqkv, dpre) have
 // their own per-layer slots.
 struct Activations {
-  uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream)
-  int32_t* label[2];  // (B)
+  uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream),
+                      // each followed by its labels (one copy per batch: input_label_offset)
+  int32_t* label[2];  // (B) inside img[s]'s piece, input_label_offset bytes in
   float* x;           // (B, Cin, R, R) normalised model input (FP32 input; else nullptr)
   __half* x16;        // (B, Cin, R, R) the same in FP16 (Dims::x16; else nullptr)
   float* cols;        // (B*N, P) im2col of x, saved for the patch-embedding weight gradient
@@ -200,10 +211,8 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
                     F&& f) {
   const size_t L = d.L, F4 = sizeof(float);
   const size_t img = (size_t)d.B * d.Cin * d.S * d.S;
-  for (int s = 0; s < 2; ++s) {
-    f(s ? "img1" : "img0", (void**)&a.img[s], img);
-    f(s ? "label1" : "label0", (void**)&a.label[s], (size_t)d.B * sizeof(int32_t));
-  }
+  for (int s = 0; s < 2; ++s)  // a.label[s] is set inside it (set_label_pointers)
+    f(s ? "input1" : "input0", (void**)&a.img[s], input_slot_bytes(d));
   const size_t x_elems = (size_t)d.B * d.Cin * d.R * d.R;
   if (d.x16) {
     a.x = nullptr;
@@ -347,10 +356,11 @@ class CudaModel final : public Model {
     make_layer_views();
 
     // Pinned staging for the input batches.
-    const size_t img_bytes = (size_t)dims_.B * dims_.Cin * dims_.S * dims_.S;
+    // Pinned staging for the input batches: the device slots' layout (images, then labels).
     for (int s = 0; s < 2; ++s) {
-      CUDA_CHECK(cudaMallocHost((void**)&stage_img_[s], img_bytes));
-      CUDA_CHECK(cudaMallocHost((void**)&stage_label_[s], (size_t)dims_.B * sizeof(int32_t)));
+      CUDA_CHECK(cudaMallocHost((void**)&stage_img_[s], input_slot_bytes(dims_)));
+      memset(stage_img_[s], 0, input_slot_bytes(dims_));  // the gap a partial batch copies
+      stage_label_[s] = (int32_t*)(stage_img_[s] + input_label_offset(dims_));
       // Recorded once so the first waits on them are trivially satisfied.
       CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
       CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
@@ -386,8 +396,7 @@ class CudaModel final : public Model {
     for (void* p : arena_pieces_) cudaFree(p);
     cudaFree(probs_);
     for (int s = 0; s < 2; ++s) {
-      cudaFreeHost(stage_img_[s]);
-      cudaFreeHost(stage_label_[s]);
+      cudaFreeHost(stage_img_[s]);  // (stage_label_[s] lies inside it)
       cudaEventDestroy(copied_[s]);
       cudaEventDestroy(consumed_[s]);
     }
@@ -438,9 +447,9 @@ class CudaModel final : public Model {
     // Device slot s is free once the compute stream has finished the batch that used it.
     CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, consumed_[s], 0));
     if (g_stream_hooks && g_stream_hooks->before_copy) g_stream_hooks->before_copy((void*)copy_stream_);
-    CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s], img_bytes, cudaMemcpyHostToDevice,
-                               copy_stream_));
-    CUDA_CHECK(cudaMemcpyAsync(act_.label[s], stage_label_[s], (size_t)B * sizeof(int32_t),
+    // One copy: the images and (past the planned batch's image bytes) the labels.
+    CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s],
+                               input_label_offset(dims_) + (size_t)B * sizeof(int32_t),
                                cudaMemcpyHostToDevice, copy_stream_));
     CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
@@ -630,9 +639,10 @@ class CudaModel final : public Model {
     encoder_forward(B, train, step);
     // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
     // the CPU model, and gives the gradient without dropout.
+    // (the same launch records the first non-finite batch loss: kernels/loss.cuh)
     xent_forward_backward(stream_, act_.logits, label, act_.losses, act_.dlogits, act_.metrics,
-                          B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
-    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
+                          B, dims_.K, opt_.label_smoothing, 1.0f / (float)B, act_.nonfinite,
+                          step);
   }
 
   // Gradient norm + clip (only when clipping), then Adam, which zeroes the gradients.
@@ -678,30 +688,38 @@ class CudaModel final : public Model {
     const AT* wa = weights<AT>();
     Activations& a = act_;
 
-    // Head on the CLS rows (row stride T*C), FP32 (head_precision): dx into the CLS rows of
-    // dres (or, with a final LN, of dln first); the other rows' gradient is 0.
-    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
-    float* dfin = a.dres;
-    if (cfg_.final_ln) {
-      CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
-      dfin = a.dln;
+    if (!cfg_.final_ln && !opt_.freeze_backbone) {
+      // Head (FP32) and the top layer's fc2 dy in one launch: dres = the CLS rows' gradient
+      // (0 elsewhere), its dropout's backward stored over res[L], head dW += (kernels/head.cuh).
+      head_backward<AT>(stream_, a.dlogits, w + P.head_w, head_input(), a.dres,
+                        (AT*)layer_res(d.L), ldg, g + P.head_w, d.B, d.T, d.C, d.K, p_hidden,
+                        seed, layer_site(d.L - 1, 2), step);
+    } else {
+      // Head on the CLS rows (row stride T*C), FP32 (head_precision): dx into the CLS rows of
+      // dres (or, with a final LN, of dln first); the other rows' gradient is 0.
+      CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
+      float* dfin = a.dres;
+      if (cfg_.final_ln) {
+        CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
+        dfin = a.dln;
+      }
+      const Precision hp = head_precision();
+      gemm_dyW<float, float>(hp, a.dlogits, d.K, w + P.head_w, dfin, d.T * d.C, d.B, d.C, d.K);
+      gemm_dw<float>(hp, head_input(), d.T * d.C, 0, a.dlogits, d.K, 0, g + P.head_w, 0, d.B,
+                     d.C, d.K, 1);
+      if (cfg_.final_ln)
+        layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
+                           a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
+      // Frozen backbone (linear probe): nothing below the head (+ final LN) is trained, so its
+      // gradients are never needed; they stay 0 from zero_grad(). Only the head's bias is summed.
+      if (opt_.freeze_backbone) {
+        column_sums_many(stream_, a.sumjobs, 1, d.K, d.B);
+        return;
+      }
+      // The top layer's fc2 dy: drop(d res[L]), stored over res[L].
+      dropout_backward_rows<AT>(stream_, a.dres, (AT*)layer_res(d.L), NT, d.C, ldg, p_hidden,
+                                seed, layer_site(d.L - 1, 2), step);
     }
-    const Precision hp = head_precision();
-    gemm_dyW<float, float>(hp, a.dlogits, d.K, w + P.head_w, dfin, d.T * d.C, d.B, d.C, d.K);
-    gemm_dw<float>(hp, head_input(), d.T * d.C, 0, a.dlogits, d.K, 0, g + P.head_w, 0, d.B, d.C,
-                   d.K, 1);
-    if (cfg_.final_ln)
-      layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
-                         a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
-    // Frozen backbone (linear probe): nothing below the head (+ final LN) is trained, so its
-    // gradients are never needed; they stay 0 from zero_grad(). Only the head's bias is summed.
-    if (opt_.freeze_backbone) {
-      column_sums_many(stream_, a.sumjobs, 1, d.K, d.B);
-      return;
-    }
-    // The top layer's fc2 dy: drop(d res[L]), stored over res[L].
-    dropout_backward_rows<AT>(stream_, a.dres, (AT*)layer_res(d.L), NT, d.C, ldg, p_hidden, seed,
-                              layer_site(d.L - 1, 2), step);
 
     const bool tc = d.bf16 && attention_tc_supports_head_dim(d.C / d.NH);
     for (int l = d.L - 1; l >= 0; --l) {
@@ -878,20 +896,21 @@ class CudaModel final : public Model {
     const AT* wa = weights<AT>();
     Activations& a = act_;
 
-    if (d.x16)
-      patch_embed_forward(cublas_, stream_, a.x16, w + P.patch_w, w + P.patch_b, w + P.cls,
-                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    else
-      patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
-                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    if (p_hidden > 0.0f)  // in place; with p = 0 it would be a copy onto itself
-      dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
-                      step);
-    // Layer 0's LN1 (every later LN1 runs in the epilogue of the layer below's FC2).
+    // Embedding, its dropout and layer 0's LN1 (every later LN1 runs in the epilogue of the
+    // layer below's FC2).
     {
       const LayerT<AT> A = typed<AT>(0);
-      ln_forward_t(A.res, w + P.blocks[0].ln1_w, w + P.blocks[0].ln1_b, A.ln1, A.ln1_mean,
-                   A.ln1_rstd, NT);
+      const ParamLayout::Block& b0 = P.blocks[0];
+      if (d.x16)
+        patch_embed_forward_ln(cublas_, stream_, a.x16, w + P.patch_w, w + P.patch_b, w + P.cls,
+                               w + P.pos, a.cols, A.res, d.B, d.Cin, d.R, d.p, d.C, p_hidden, seed,
+                               SITE_EMBED_DROPOUT, step, w + b0.ln1_w, w + b0.ln1_b, cfg_.ln_eps,
+                               A.ln1, A.ln1_mean, A.ln1_rstd);
+      else
+        patch_embed_forward_ln(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
+                               w + P.pos, a.cols, A.res, d.B, d.Cin, d.R, d.p, d.C, p_hidden, seed,
+                               SITE_EMBED_DROPOUT, step, w + b0.ln1_w, w + b0.ln1_b, cfg_.ln_eps,
+                               A.ln1, A.ln1_mean, A.ln1_rstd);
     }
     const bool tc = d.bf16 && attention_tc_supports_head_dim(d.C / d.NH);
     for (int l = 0; l < d.L; ++l) {
@@ -1207,6 +1226,8 @@ class CudaModel final : public Model {
                      off += align_up(bytes, ARENA_ALIGN);
                    });
 #endif
+    for (int k = 0; k < 2; ++k)
+      act_.label[k] = (int32_t*)(act_.img[k] + input_label_offset(dims_));
   }
 
   static void name_allocation(const void* p, const char* name) {
@@ -1255,8 +1276,8 @@ class CudaModel final : public Model {
   long long block_stride_ = 0;  // floats between layer l's and layer l+1's parameter tensors
   int sumjob_cols_ = 0;         // the widest column-sum job
 
-  uint8_t* stage_img_[2] = {};    // pinned (max_batch, Cin, S, S)
-  int32_t* stage_label_[2] = {};  // pinned (max_batch)
+  uint8_t* stage_img_[2] = {};    // pinned input_slot_bytes: (max_batch, Cin, S, S) images, labels
+  int32_t* stage_label_[2] = {};  // (max_batch) inside stage_img_[s]
   int slot_ = 0;
 
   int last_B_ = 0;

@@ -27,7 +27,9 @@
 #include <type_traits>
 
 #include "common/error.h"
+#include "common/philox.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
@@ -65,6 +67,44 @@ static __global__ void __launch_bounds__(256) patch_embed_epilogue_kernel(floatX
     const int t = (int)((idx / C) % T);
     if (t == 0) out[idx] = (float)cls[c] + (float)pos[c];
     else out[idx] = ((float)out[idx] + (float)bias[c]) + (float)pos[(size_t)t * C + c];
+  }
+}
+
+// The epilogue above, then the embedding dropout (mask of flat index i, kernels/dropout.cuh;
+// p == 0: none) in place, then the first layer's LayerNorm of each row: y (B*T, C) YT, mean /
+// rstd (B*T). One warp per row (a row is 64..768 floats): the LayerNorm's row statistics are
+// warp shuffles, two-pass as kernels/layernorm.cuh; each lane re-reads only what it wrote.
+template <class YT>
+static __global__ void __launch_bounds__(256) patch_embed_epilogue_ln_kernel(
+    float* __restrict__ out, const float* __restrict__ bias, const float* __restrict__ cls,
+    const float* __restrict__ pos, int B, int T, int C, float p, float scale, uint64_t seed,
+    uint32_t site, DevStep step_arg, const float* __restrict__ w, const float* __restrict__ b,
+    float eps, YT* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd) {
+  const uint64_t step = step_arg;
+  const int lane = threadIdx.x % 32;
+  const size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= (size_t)B * T) return;  // the whole warp leaves together
+  const int t = (int)(row % T);
+  float* xr = out + row * C;
+  float s = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    float v = t == 0 ? cls[c] + pos[c] : (xr[c] + bias[c]) + pos[(size_t)t * C + c];
+    if (p > 0.0f) v *= dropout_keep(seed, site, step, row * C + c, p) ? scale : 0.0f;
+    xr[c] = v;
+    s += v;
+  }
+  const float m = warp_sum(s) / (float)C;
+  float ss = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    const float d = xr[c] - m;
+    ss += d * d;
+  }
+  const float r = 1.0f / sqrtf(warp_sum(ss) / (float)C + eps);
+  YT* yr = y + row * C;
+  for (int c = lane; c < C; c += 32) store1(yr + c, (xr[c] - m) * r * w[c] + b[c]);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
   }
 }
 
@@ -149,6 +189,36 @@ inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const XT* x, 
                                 const float* b, const float* cls, const float* pos, float* cols,
                                 float* out, int B, int Cin, int H, int p, int C) {
   patch_embed_forward_from(h, st, x, w, b, cls, pos, cols, out, B, Cin, H, p, C);
+}
+
+// The embedding and everything up to the first layer's LayerNorm in three launches: im2col, the
+// GEMM, and one row kernel for the bias/CLS/position epilogue + dropout (p, seed, site, step) +
+// LayerNorm (w, b, eps) -> out (B, T, C) = the residual stream entering layer 0, y (B, T, C) YT
+// its LayerNorm, mean/rstd (B*T). XT: float or __half images.
+template <class XT, class YT>
+inline void patch_embed_forward_ln(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
+                                   const float* bias, const float* cls, const float* pos,
+                                   float* cols, float* out, int B, int Cin, int H, int p, int C,
+                                   float p_drop, uint64_t seed, uint32_t site, DevStep step,
+                                   const float* ln_w, const float* ln_b, float eps, YT* y,
+                                   float* mean, float* rstd) {
+  patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
+  if (B == 0) return;
+  if (!(p_drop >= 0.0f && p_drop < 1.0f))
+    throw Error("patch_embed_forward: dropout probability " + std::to_string(p_drop) +
+                " outside [0, 1)");
+  const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
+  LAUNCH(im2col_kernel<XT>, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
+         H, p);
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSetStream(h, st));
+  // As patch_embed_forward_from: per image, out_b's patch rows = W cols_b^T (CLS rows skipped).
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, C, N, K, &one, w, K, 0, cols,
+                                         K, (long long)N * K, &zero, out + C, C,
+                                         (long long)T * C, B));
+  const size_t rows = (size_t)B * T;
+  LAUNCH(patch_embed_epilogue_ln_kernel<YT>, ceil_div(rows, 8), 256, 0, st, out, bias, cls, pos, B,
+         T, C, p_drop, 1.0f / (1.0f - p_drop), seed, site, step, ln_w, ln_b, eps, y, mean, rstd);
 }
 
 // The per-position sums S (T, C) patch_embed_backward leaves at the start of its scratch: with
