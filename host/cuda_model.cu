@@ -54,6 +54,7 @@
 #include "kernels/common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/gemm_ln.cuh"
 #include "kernels/head.cuh"
 #include "kernels/input.cuh"
 #include "kernels/layernorm.cuh"
@@ -102,8 +103,9 @@ Dims dims_of(const Config& c, const ModelOptions& o, int B) {
   d.x16 = uses_fp16_input(c, o);
   d.bf16 = o.precision == Precision::Bf16;
   d.prec = o.precision;
-  d.fused_ln = false;
-  d.ln_rows = 0;
+  d.fused_ln = gemm_ln_supports(d.C) &&
+               (d.bf16 ? gemm_ln_fits_device<bf16>(d.C) : gemm_ln_fits_device<float>(d.C));
+  d.ln_rows = d.fused_ln ? gemm_ln_row_blocks(d.B * d.T, d.C) : 0;
   // head bias, patch bias, per layer the four biases (qkv's when the config has one) and, fused,
   // the four LayerNorm partial sums (LN1/LN2 weight and bias).
   d.njobs = 2 + d.L * ((c.qkv_bias ? 4 : 3) + (d.fused_ln ? 4 : 0));
@@ -1064,6 +1066,12 @@ class CudaModel final : public Model {
                    float* out, int N, int K, float p, uint32_t site, DevStep step,
                    const float* ln_w, const float* ln_b, YT* y, float* mean, float* rstd) {
     const int C = dims_.C;
+    if (dims_.fused_ln) {
+      gemm_residual_ln_forward<AT, YT>(stream_, dims_.prec, x, ldx, W, bias, res, out, N, K, C, p,
+                                       opt_.seed, site, step, ln_w, ln_b, cfg_.ln_eps, y, mean,
+                                       rstd);
+      return;
+    }
     gemm_xwT<AT, float>(dims_.prec, x, ldx, W, act_.tmp, C, N, K, C, LtEpilogue::Bias, bias);
     dropout_residual_forward(stream_, res, act_.tmp, out, (size_t)N * C, p, opt_.seed, site,
                              step);
@@ -1077,8 +1085,12 @@ class CudaModel final : public Model {
   void ln_backward(const AT* dy, int lddy, const AT* W, int N, int K, const float* x,
                    const float* mean, const float* rstd, const float* ln_w, float* gw, float* gb,
                    AT* mask_out, float p, uint32_t site, DevStep step, float* partial) {
-    (void)partial;
     const int C = dims_.C;
+    if (dims_.fused_ln) {
+      gemm_ln_backward<AT>(stream_, dims_.prec, dy, lddy, W, N, K, C, x, mean, rstd, ln_w,
+                           act_.dres, mask_out, grad_ld<AT>(), p, opt_.seed, site, step, partial);
+      return;
+    }
     gemm_dyW<AT, float>(dims_.prec, dy, lddy, W, act_.dln, C, N, C, K);
     layernorm_backward(stream_, act_.dln, x, ln_w, mean, rstd, act_.dres, gw, gb, act_.scratch, N,
                        C);
@@ -1183,6 +1195,15 @@ class CudaModel final : public Model {
       job(A.mid, ldg, d.C, b.proj_b, d.T, 1, 0, 0, h);
       job(dpre, d.M, d.M, b.fc1_b, d.T, 1, 0, 0, h);
       job(layer_res(l + 1), ldg, d.C, b.fc2_b, d.T, 1, 0, 0, h);
+      if (d.fused_ln) {
+        // rows: the row blocks of a launch over B*T rows; the bias partials follow the weight's
+        const int bm = gemm_ln::block_rows(d.C);
+        const size_t ln_w[2] = {b.ln1_w, b.ln2_w}, ln_b[2] = {b.ln1_b, b.ln2_b};
+        for (int k = 0; k < 2; ++k) {
+          job(lnpart(l, k), d.C, d.C, ln_w[k], d.T, bm, 0, 0, false);
+          job(lnpart(l, k), d.C, d.C, ln_b[k], d.T, bm, 0, 1, false);
+        }
+      }
     }
     if ((int)jobs.size() != d.njobs) throw Error("internal: column-sum job count");
     CUDA_CHECK(cudaMemcpyAsync(act_.sumjobs, jobs.data(), jobs.size() * sizeof(ColSumJob),

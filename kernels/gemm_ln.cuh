@@ -586,6 +586,26 @@ inline bool aligned_rows(const T* p, size_t ld) {  // 16-byte chunks of every ro
 // Widths the fused kernels take: every C in 1..1024 (padded to 16 in shared memory).
 inline bool gemm_ln_supports(int C) { return C >= 1 && C <= GEMM_LN_MAX_C; }
 
+// Dynamic shared memory per block the fused kernels need at width C (the larger of the forward's
+// and the backward's), and whether the current GPU's opt-in limit takes it: sm_80 / sm_90 (163 /
+// 227 KiB) take every supported width, the 99 KiB parts (sm_86, sm_89) C <= 512. The CUDA
+// model takes the unfused path where it does not fit (host/cuda_model.cu).
+template <class AT>
+inline int gemm_ln_smem_bytes(int C) {
+  const int f = gemm_ln::geometry<AT>(C, false).smem, b = gemm_ln::geometry<AT>(C, true).smem;
+  return f > b ? f : b;
+}
+template <class AT>
+inline bool gemm_ln_fits_device(int C) {
+  int dev = 0, limit = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();  // no device to ask (planning without a GPU): assume it fits
+    return true;
+  }
+  return gemm_ln_smem_bytes<AT>(C) <= limit;
+}
+
 // Row blocks of a launch over N rows (the rows of gemm_ln_backward's partials): BM = 32 rows
 // per block for C <= 768, 16 above.
 inline int gemm_ln_row_blocks(int N, int C) {
