@@ -2,12 +2,14 @@
 //
 // What runs where (all on `stream_`, the compute stream, in this order; docs/cuda_model.md has
 // the list):
-//   forward   input_forward -> patch_embed_forward -> dropout (in place) ->
-//             L x [LN1 -> QKV matmul -> attention -> proj matmul -> dropout+residual ->
-//                  LN2 -> FC1 matmul+bias+GELU -> FC2 matmul -> dropout+residual] ->
-//             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
-//             (+ dlogits; loss sum and correct count accumulate on the device)
-//   backward  the same in reverse with the backward launchers; parameter gradients +=.
+//   forward   input_forward -> patch_embed_forward_ln (+ dropout + layer 0's LN1) ->
+//             L x [QKV GEMM+bias -> attention -> proj GEMM+dropout+residual+LN2 (one kernel)
+//                  -> FC1 GEMM+bias+GELU -> FC2 GEMM+dropout+residual+next LN1 (one kernel)]
+//             -> head GEMM on the CLS rows -> fused xent (+ dlogits; loss sum, correct count
+//             and the non-finite record accumulate on the device)
+//   backward  the same in reverse; each layer's GEMM output gradients are kept, and after the
+//             last layer all weight gradients are four batched GEMMs and all bias / LN weight
+//             gradients one column-sum launch (148 launches per basic step: docs/cuda_model.md).
 //   optimizer grad_norm_clip (only when clipping) -> adam_update (which also zeroes the
 //             gradients, so zero_grad issues no memset), each one launch over the flat buffers.
 // train_step() runs all of it, every micro-batch, as one CUDA graph per shape (host/step_graph.h;
@@ -26,14 +28,12 @@
 // --precision bf16 (Dims::bf16; docs/cuda_model.md "BF16 mode"): parameters, gradients and Adam
 // moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
 // (written by set_params and by the fused AdamW step). Stored in BF16 instead of FP32: the
-// LayerNorm and GELU outputs (ln1, ln2, lnf, fc1_act: read only by GEMMs), the FC1
-// pre-activation (read by the GELU backward), qkv and the attention output (read by the
-// attention kernels, which convert on load; the output also feeds proj). The GEMMs' FP32 output
-// gradients and the head's CLS rows (no final LN) are converted into grad16/act16 just before
-// their GEMM. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) with FP32 accumulation and FP32
-// outputs; everything else (residual stream, attention math, LayerNorm statistics,
-// softmax/LSE, loss, every reduction and gradient) is FP32, as in fp32 mode. The patch embedding
-// (one GEMM of K = 3p^2 per image) stays on cuBLAS with TF32.
+// LayerNorm and GELU outputs, the FC1 pre-activation, qkv, the attention output and the four
+// stored output gradients. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) or the fused GEMM +
+// LayerNorm kernels (kernels/gemm_ln.cuh) with FP32 accumulation; the residual stream, attention
+// math, LayerNorm statistics, softmax/LSE, loss, the head, every reduction and every parameter
+// gradient are FP32. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS with
+// TF32.
 #include "host/cuda_model.h"
 #include "host/step_graph.h"
 
