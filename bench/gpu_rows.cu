@@ -24,6 +24,7 @@
 #include "kernels/attention_tc.cuh"
 #include "kernels/common.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/gemm_ln.cuh"
 #include "kernels/input.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
@@ -337,6 +338,53 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
              matmul_backward_bf16(cx.lt, st, dy16.p, y.p, x16.p, l.in, w16.p, dx.p, l.in, dw.p,
                                   db.p, scratch.p, (int)N, l.in, l.out);
            }, "bf16 GEMMs; % of the TF32 peak");
+  }
+  // The fused GEMM + dropout/residual + LayerNorm kernels (kernels/gemm_ln.cuh): forward at the
+  // proj (K = C) and FC2 (K = MLP) sites, out = res + dropout(x W^T + b), then the next
+  // LayerNorm's y, mean, rstd; backward at FC1's dx (K = MLP, into LN2) and QKV's dx (K = 3C,
+  // into LN1): dres += LN backward of dy W, mask = dropout(dres), the ln_w / ln_b partials. One
+  // launch each, in every precision (FP32 FMAs, TF32 and BF16 tensor cores).
+  if (gemm_ln_supports(C)) {
+    const int Kmax = std::max(M, 3 * C), nblk = gemm_ln_row_blocks((int)N, C);
+    Buf xa(N * Kmax, st), w((size_t)C * Kmax, st), b(C, st), res(N * C, st), out(N * C, st),
+        lw(C, st), lb(C, st), y(N * C, st), mean(N, st), rstd(N, st), lnx(N * C, st),
+        dres(N * C, st), mask(N * C, st), part(2 * (size_t)nblk * C, st);
+    Buf16 xa16(N * Kmax, st), w16((size_t)C * Kmax, st), y16(N * C, st), mask16(N * C, st);
+    struct Site { const char* name; int K; bool fwd; };
+    const Site sites[] = {{"proj", C, true}, {"fc2", M, true}, {"fc1 dx", M, false}, {"qkv dx", 3 * C, false}};
+    for (const Site& s : sites) {
+      const double fl = 2.0 * N * s.K * C;
+      snprintf(sb, sizeof sb, "N=%zu K=%d C=%d", N, s.K, C);
+      const std::string what = s.fwd ? std::string("gemm+res+ln fwd ") + s.name
+                                     : std::string("gemm+ln bwd ") + s.name;
+      // Bytes: the operands, then FP32 res/out (+ y) forward, FP32 x, dres (read and written)
+      // and the mask backward.
+      auto io = [&](double sz) {
+        return sz * (N * (double)s.K + (double)C * s.K) +
+               (s.fwd ? 4.0 * 2 * N * C + sz * N * C : 4.0 * 3 * N * C + sz * N * C);
+      };
+      for (Precision prec : {Precision::Fp32, Precision::Tf32}) {
+        const std::string name = what + (prec == Precision::Fp32 ? " fp32" : " tf32");
+        cx.row(name, shp(sb), fl, io(4), prec == Precision::Tf32, [&] {
+          if (s.fwd)
+            gemm_residual_ln_forward(st, prec, xa.p, s.K, w.p, b.p, res.p, out.p, (int)N, s.K, C,
+                                     c.dropout, 1, 2, 3, lw.p, lb.p, c.ln_eps, y.p, mean.p,
+                                     rstd.p);
+          else
+            gemm_ln_backward(st, prec, xa.p, s.K, w.p, (int)N, s.K, C, lnx.p, mean.p, rstd.p, lw.p,
+                             dres.p, mask.p, C, c.dropout, 1, 2, 3, part.p);
+        });
+      }
+      cx.row_bf16(what + " bf16", shp(sb), fl, io(2), [&] {
+        if (s.fwd)
+          gemm_residual_ln_forward(st, Precision::Bf16, xa16.p, s.K, w16.p, b.p, res.p, out.p,
+                                   (int)N, s.K, C, c.dropout, 1, 2, 3, lw.p, lb.p, c.ln_eps,
+                                   y16.p, mean.p, rstd.p);
+        else
+          gemm_ln_backward(st, Precision::Bf16, xa16.p, s.K, w16.p, (int)N, s.K, C, lnx.p, mean.p,
+                           rstd.p, lw.p, dres.p, mask16.p, C, c.dropout, 1, 2, 3, part.p);
+      });
+    }
   }
   // Attention
   {

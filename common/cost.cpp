@@ -71,6 +71,8 @@ double roofline_seconds(const StepCost& s, const GpuSpec& g) {
   return std::max(s.train.total() / g.tf32_flops, s.min_bytes / g.bandwidth);
 }
 
+bool fused_ln_width(int C) { return C >= 1 && C <= 1024; }
+
 std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec, bool clip_grad) {
   const double B = batch, T = c.tokens(), N = c.patches(), C = c.hidden, M = c.mlp,
                K = c.classes, Pd = c.patch_dim(), NH = c.heads,
@@ -82,7 +84,7 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec, bool cl
   const double E = prec == Precision::Bf16 ? 2 : 4, Ew = E;
   const double Ein = c.image_size != 32 ? 2 : E;
   const double n = B * T * C, nm = B * T * M, bt = B * T;
-  const bool drop = c.dropout > 0, bias_qkv = c.qkv_bias;
+  const bool bias_qkv = c.qkv_bias;
   std::vector<StepOp> ops;
   auto mem = [&](const char* name, int count, double bytes) {
     ops.push_back({StepOp::Memory, name, count, 0, bytes});
@@ -106,67 +108,94 @@ std::vector<StepOp> step_ops(const Config& c, int batch, Precision prec, bool cl
   };
   const int Li = c.layers;
 
+  // Which paths host/cuda_model.cu takes (the same tests as there).
+  const bool fused = fused_ln_width(c.hidden);
+  const bool lt_gelu = c.gelu == Gelu::Tanh && c.mlp % 8 == 0;  // cuBLASLt GELU epilogues
+  const bool tc_attn = prec == Precision::Bf16 && (hd == 32 || hd == 64);
+  // A GEMM with a fused epilogue in our kernel: the GEMM, plus the rows it also reads and writes.
+  auto kgemm = [&](const char* name, int count, double m, double nn, double k, double extra) {
+    ops.push_back({StepOp::KernelGemm, name, count, 2 * m * nn * k,
+                   m * k * E + k * nn * Ew + extra});
+  };
+
   // zero_grad: no launch (the previous update zeroed the gradients inside the Adam kernel)
-  // input: images and labels from pinned staging (an eager forward's copy stream, a graph's
-  // copy nodes)
-  ops.push_back({StepOp::Copy, "input copy (images)", 1, 0, B * 3 * 32 * 32});
-  ops.push_back({StepOp::Copy, "input copy (labels)", 1, 0, B * 4});
+  // input: images and labels from pinned staging in one copy (an eager forward's copy stream;
+  // a graph's copy nodes)
+  ops.push_back({StepOp::Copy, "input copy", 1, 0, B * 3 * 32 * 32 + B * 4});
   // forward
   mem("input", 1, B * 3 * 32 * 32 + B * 3 * S * S * Ein);
-  mem("im2col", 1, B * 3 * S * S * Ein + B * N * Pd * E);
-  gemm("patch gemm", 1, B * N, C, Pd, E, Ew, E);
-  mem("patch epilogue", 1, B * N * C * E + T * C * 4 + n * E);
-  if (drop) mem("embed dropout", 1, 2 * n * E);
-  mem("layernorm fwd", 2 * Li, 2 * n * E + 2 * bt * 4);
-  gemm("qkv gemm", Li, bt, 3 * C, C, E, Ew, E);
-  if (bias_qkv) mem("qkv bias", Li, 2 * 3 * n * E);
+  mem("im2col", 1, B * 3 * S * S * Ein + B * N * Pd * 4);
+  gemm("patch gemm", 1, B * N, C, Pd, 4, 4, 4);
+  mem("patch epilogue+dropout+ln1", 1, 3 * n * 4 + T * C * 4 + n * E + 2 * bt * 4);
+  gemm("qkv gemm (+bias)", Li, bt, 3 * C, C, E, Ew, E);
   attn("attention fwd", 2 * hd + 16, 4 * n * E + B * NH * T * 4);
-  gemm("proj gemm", Li, bt, C, C, E, Ew, E);
-  mem("proj bias", Li, 2 * n * E);
-  mem("dropout+residual", 2 * Li, 3 * n * E);
-  gemm("fc1 gemm", Li, bt, M, C, E, Ew, E);
-  mem("fc1 bias+gelu", Li, 3 * nm * E);
-  gemm("fc2 gemm", Li, bt, C, M, E, Ew, E);
-  mem("fc2 bias", Li, 2 * n * E);
-  if (c.final_ln) mem("final layernorm fwd", 1, 2 * n * E + 2 * bt * 4);
-  gemm("head gemm", 1, B, K, C, E, Ew, 4);
-  mem("head bias", 1, 2 * B * K * 4);
-  mem("cross-entropy", 1, 2 * B * K * 4);
-  mem("non-finite check", 1, B * 4);
+  // proj / fc2 GEMMs: + dropout + residual (reads res, writes the stream) + the next LayerNorm
+  // (writes its output and statistics)
+  const double res_ln = 2 * n * 4 + n * E + 2 * bt * 4;
+  if (fused) {
+    kgemm("proj gemm+residual+ln2", Li, bt, C, C, res_ln);
+    // the last layer's epilogue has no LayerNorm without a final LN
+    kgemm("fc2 gemm+residual+ln1", Li, bt, C, M, res_ln);
+  } else {
+    gemm("proj gemm (+bias)", Li, bt, C, C, E, Ew, 4);
+    gemm("fc2 gemm (+bias)", Li, bt, C, M, E, Ew, 4);
+    mem("dropout+residual", 2 * Li, 3 * n * 4);
+    mem("layernorm fwd", 2 * Li - (c.final_ln ? 0 : 1), n * 4 + n * E + 2 * bt * 4);
+  }
+  if (lt_gelu) {
+    gemm("fc1 gemm (+bias+gelu)", Li, bt, M, C, E, Ew, 2 * E);
+  } else {
+    gemm("fc1 gemm (+bias)", Li, bt, M, C, E, Ew, 4);
+    mem("gelu fwd", Li, nm * 4 + 2 * nm * E);
+  }
+  gemm("head gemm (+bias)", 1, B, K, C, 4, 4, 4);
+  mem("cross-entropy+non-finite check", 1, 2 * B * K * 4);
   // backward
-  memset_op("zero dres", n * E);
-  if (c.final_ln) memset_op("zero dln", n * E);
-  gemm("head dx gemm", 1, B, C, K, 4, Ew, E);
-  gemm("head dw gemm", 1, K, C, B, 4, E, 8);
-  mem("head bias grad", 2, B * K * 4);
-  // LayerNorm backward: dx kernel reads dy, x and the residual gradient and writes it back;
-  // then the weight/bias column sums (partial pass over dy and x, final pass over the partials).
-  auto ln_bwd = [&](const char* dx, const char* dwdb, int count) {
-    mem(dx, count, 4 * n * E + 2 * bt * 4);
-    mem(dwdb, 2 * count, n * E);  // partial reads 2n over two kernels, final is tiny
-  };
-  if (c.final_ln) ln_bwd("final layernorm bwd dx", "final layernorm bwd dw/db", 1);
-  if (drop) mem("dropout bwd", 2 * Li, 2 * n * E);
-  gemm("fc2 dx gemm", Li, bt, M, C, E, Ew, E);
-  gemm("fc2 dw gemm", Li, C, M, bt, E, E, 8);
-  mem("fc2 bias grad", 2 * Li, n * E / 2);
-  mem("gelu bwd", Li, 3 * nm * E);
-  gemm("fc1 dx gemm", Li, bt, C, M, E, Ew, E);
-  gemm("fc1 dw gemm", Li, M, C, bt, E, E, 8);
-  mem("fc1 bias grad", 2 * Li, nm * E / 2);
-  ln_bwd("layernorm bwd dx", "layernorm bwd dw/db", 2 * Li);
-  gemm("proj dx gemm", Li, bt, C, C, E, Ew, E);
-  gemm("proj dw gemm", Li, C, C, bt, E, E, 8);
-  mem("proj bias grad", 2 * Li, n * E / 2);
+  if (!c.final_ln) {
+    // one kernel: the head's dx and dW products (FP32, CUDA cores: tiny), dres, the fc2 dy
+    ops.push_back({StepOp::KernelGemm, "head bwd (dres, fc2 dy, head dw)", 1, 2 * 2 * B * C * K,
+                   n * 4 + n * E + 2 * K * C * 4 + B * C * 4});
+  } else {
+    memset_op("zero dres", n * 4);
+    memset_op("zero dln", n * 4);
+    gemm("head dx gemm", 1, B, C, K, 4, 4, 4);
+    gemm("head dw gemm", 1, K, C, B, 4, 4, 8);
+    mem("final layernorm bwd dx", 1, 4 * n * 4 + 2 * bt * 4);
+    mem("final layernorm bwd dw/db", 2, n * 4);
+    mem("dropout bwd (fc2 dy)", 1, n * 4 + n * E);
+  }
+  if (lt_gelu) {
+    gemm("fc2 dx gemm (+dgelu)", Li, bt, M, C, E, Ew, 2 * E);
+  } else {
+    gemm("fc2 dx gemm", Li, bt, M, C, E, Ew, 4);
+    mem("gelu bwd", Li, nm * 4 + 2 * nm * E);
+  }
+  // fc1 / qkv dx GEMMs + the LayerNorm backward: read x, the statistics and dres, write dres and
+  // the masked copy (the next GEMM's dy)
+  const double ln_b = 3 * n * 4 + n * E + 2 * bt * 4;
+  if (fused) {
+    kgemm("fc1 dx gemm+ln2 bwd", Li, bt, C, M, ln_b);
+    kgemm("qkv dx gemm+ln1 bwd", Li, bt, C, 3 * C, ln_b);
+  } else {
+    gemm("fc1 dx gemm", Li, bt, C, M, E, Ew, 4);
+    gemm("qkv dx gemm", Li, bt, C, 3 * C, E, Ew, 4);
+    mem("layernorm bwd dx", 2 * Li, 4 * n * 4 + 2 * bt * 4);
+    mem("layernorm bwd dw/db", 4 * Li, n * 4);
+    mem("dropout bwd (stored dy)", 2 * Li, n * 4 + n * E);
+  }
+  gemm("proj dx gemm", Li, bt, C, C, E, Ew, tc_attn ? 2 : 4);
   attn("attention bwd dq", 3 * hd + 16, 6 * n * E + 2 * B * NH * T * 4);
   attn("attention bwd dk/dv", 4 * hd + 16, 6 * n * E + 2 * B * NH * T * 4);
-  gemm("qkv dx gemm", Li, bt, C, 3 * C, E, Ew, E);
-  gemm("qkv dw gemm", Li, 3 * C, C, bt, E, E, 8);
-  if (bias_qkv) mem("qkv bias grad", 2 * Li, 3 * n * E / 2);
-  if (drop) mem("embed dropout bwd", 1, 2 * n * E);
+  if (prec == Precision::Bf16 && !tc_attn) mem("dqkv to bf16", Li, 3 * n * 6);
   mem("patch bwd sums", 1, n * E + B * N * C * 4 + T * C * 8);
-  mem("patch bias grad", 1, T * C * 4);
-  gemm("patch dw gemm", 1, Pd, C, B * N, E, 4, 8);
+  gemm("patch dw gemm", 1, Pd, C, B * N, 4, 4, 8);
+  // every layer's weight gradients: one strided-batched GEMM per kind (L matrices each)
+  gemm("qkv dw gemm (all layers)", 1, 3 * C, C, Li * bt, E, E, 8.0 * Li / bt);
+  gemm("proj dw gemm (all layers)", 1, C, C, Li * bt, E, E, 8.0 * Li / bt);
+  gemm("fc1 dw gemm (all layers)", 1, M, C, Li * bt, E, E, 8.0 * Li / bt);
+  gemm("fc2 dw gemm (all layers)", 1, C, M, Li * bt, E, E, 8.0 * Li / bt);
+  // every bias gradient (and the LN weight partials): one launch reading the stored dy's
+  mem("bias/ln grad column sums", 1, Li * ((bias_qkv ? 3 * n : 0) + 2 * n + nm) * E);
   // optimizer: gradient norm (partial + final) only when clipping, then Adam reads p, g, m, v and
   // writes p, m, v and g = 0 (BF16 mode also writes the BF16 copy of the weights).
   if (clip_grad) mem("grad norm", 2, 2 * P);
@@ -184,10 +213,12 @@ StepTime step_time(const std::vector<StepOp>& ops, Precision p, const GpuSpec& g
   for (const StepOp& op : ops) {
     double t = op.kind == StepOp::Copy ? op.bytes / a.h2d_bandwidth : op.bytes / bw;
     if (op.kind == StepOp::Gemm) t = std::max(t, op.flops / (peak * a.gemm_efficiency));
+    if (op.kind == StepOp::KernelGemm)
+      t = std::max(t, op.flops / (peak * a.kernel_gemm_efficiency));
     // FP32 cores issue one instruction per lane per clock: fp32_flops / 2 instructions/s.
     if (op.kind == StepOp::Attention)
       t = std::max(t, op.flops / (g.fp32_flops / 2 * a.attn_efficiency));
-    double& bucket = op.kind == StepOp::Gemm ? r.gemm_s
+    double& bucket = op.kind == StepOp::Gemm || op.kind == StepOp::KernelGemm ? r.gemm_s
                      : op.kind == StepOp::Attention ? r.attention_s
                                                     : r.memory_s;
     bucket += op.count * t;

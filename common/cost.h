@@ -59,7 +59,10 @@ double roofline_seconds_bf16(const StepCost& s, const GpuSpec& g);
 // a GPU-side gap per node and one graph launch.
 
 struct StepOp {
-  enum Kind { Gemm, Memory, Attention, Memset, Copy } kind;  // Copy: pinned host -> device
+  // Gemm: a cuBLAS(Lt) call. KernelGemm: one of our kernels that is a GEMM with a fused
+  // epilogue (kernels/gemm_ln.cuh): priced as a GEMM, launched as a kernel. Copy: pinned host ->
+  // device.
+  enum Kind { Gemm, KernelGemm, Memory, Attention, Memset, Copy } kind;
   std::string name;  // e.g. "fc1 gemm", "layernorm fwd"
   int count = 1;     // launches of this op per step (e.g. 12 layers)
   double flops = 0;  // per launch (GEMMs: 2mnk; attention: FP32 instructions, see cost.cpp)
@@ -71,8 +74,15 @@ struct StepOp {
 // tests/test_step_graph.cu checks the count against a counted step of the CUDA model.
 std::vector<StepOp> step_ops(const Config& c, int batch, Precision p, bool clip_grad = false);
 
+// Whether the fused GEMM + LayerNorm kernels (kernels/gemm_ln.cuh gemm_ln_supports) take hidden
+// width C (tests/test_step_graph.cu checks the two agree). The model does not know a GPU's
+// shared memory: on the 99 KiB parts (RTX 4090, RTX 3060) the CUDA model runs widths above 512
+// (vit-b16) unfused, with more launches than these rows count.
+bool fused_ln_width(int C);
+
 struct ModelAssumptions {
   double gemm_efficiency = 0.5;   // of the precision's dense peak (small, skinny ViT GEMMs)
+  double kernel_gemm_efficiency = 0.3;  // our fused GEMM + LayerNorm kernels (WMMA, full rows)
   double mem_efficiency = 0.7;    // of DRAM bandwidth, for memory-bound kernels
   double attn_efficiency = 0.35;  // of FP32 instruction issue rate (19-25% occupancy)
   double launch_us = 3.0;         // host + driver cost of one eager launch

@@ -2,12 +2,14 @@
 //
 // What runs where (all on `stream_`, the compute stream, in this order; docs/cuda_model.md has
 // the list):
-//   forward   input_forward -> patch_embed_forward -> dropout (in place) ->
-//             L x [LN1 -> QKV matmul -> attention -> proj matmul -> dropout+residual ->
-//                  LN2 -> FC1 matmul+bias+GELU -> FC2 matmul -> dropout+residual] ->
-//             final LN (config.final_ln) -> head matmul on the CLS rows -> fused xent
-//             (+ dlogits; loss sum and correct count accumulate on the device)
-//   backward  the same in reverse with the backward launchers; parameter gradients +=.
+//   forward   input_forward -> patch_embed_forward_ln (+ dropout + layer 0's LN1) ->
+//             L x [QKV GEMM+bias -> attention -> proj GEMM+dropout+residual+LN2 (one kernel)
+//                  -> FC1 GEMM+bias+GELU -> FC2 GEMM+dropout+residual+next LN1 (one kernel)]
+//             -> head GEMM on the CLS rows -> fused xent (+ dlogits; loss sum, correct count
+//             and the non-finite record accumulate on the device)
+//   backward  the same in reverse; each layer's GEMM output gradients are kept, and after the
+//             last layer all weight gradients are four batched GEMMs and all bias / LN weight
+//             gradients one column-sum launch (148 launches per basic step: docs/cuda_model.md).
 //   optimizer grad_norm_clip (only when clipping) -> adam_update (which also zeroes the
 //             gradients, so zero_grad issues no memset), each one launch over the flat buffers.
 // train_step() runs all of it, every micro-batch, as one CUDA graph per shape (host/step_graph.h;
@@ -26,14 +28,12 @@
 // --precision bf16 (Dims::bf16; docs/cuda_model.md "BF16 mode"): parameters, gradients and Adam
 // moments stay FP32; w16_ is the BF16 copy of the parameters that every transformer GEMM reads
 // (written by set_params and by the fused AdamW step). Stored in BF16 instead of FP32: the
-// LayerNorm and GELU outputs (ln1, ln2, lnf, fc1_act: read only by GEMMs), the FC1
-// pre-activation (read by the GELU backward), qkv and the attention output (read by the
-// attention kernels, which convert on load; the output also feeds proj). The GEMMs' FP32 output
-// gradients and the head's CLS rows (no final LN) are converted into grad16/act16 just before
-// their GEMM. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) with FP32 accumulation and FP32
-// outputs; everything else (residual stream, attention math, LayerNorm statistics,
-// softmax/LSE, loss, every reduction and gradient) is FP32, as in fp32 mode. The patch embedding
-// (one GEMM of K = 3p^2 per image) stays on cuBLAS with TF32.
+// LayerNorm and GELU outputs, the FC1 pre-activation, qkv, the attention output and the four
+// stored output gradients. GEMMs run in cuBLASLt (kernels/matmul_lt.cuh) or the fused GEMM +
+// LayerNorm kernels (kernels/gemm_ln.cuh) with FP32 accumulation; the residual stream, attention
+// math, LayerNorm statistics, softmax/LSE, loss, the head, every reduction and every parameter
+// gradient are FP32. The patch embedding (one GEMM of K = 3p^2 per image) stays on cuBLAS with
+// TF32.
 #include "host/cuda_model.h"
 #include "host/step_graph.h"
 
@@ -54,6 +54,8 @@
 #include "kernels/common.cuh"
 #include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
+#include "kernels/gemm_ln.cuh"
+#include "kernels/head.cuh"
 #include "kernels/input.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
@@ -74,6 +76,10 @@ struct Dims {
   int B, T, C, M, NH, L, K, R, S, N, P, Cin, p;
   bool x16;  // the model input is stored in FP16 (uses_fp16_input)
   bool bf16;  // --precision bf16: BF16 GEMM operands
+  Precision prec;
+  bool fused_ln;  // the GEMM + LayerNorm kernels take this width (kernels/gemm_ln.cuh)
+  int ln_rows;    // fused: rows of one LN's weight-gradient partials at this batch
+  int njobs;      // column-sum jobs of the backward (bias and LN weight gradients)
   size_t BT() const { return (size_t)B * T; }
   size_t BTC() const { return BT() * C; }
   size_t BTM() const { return BT() * M; }
@@ -96,6 +102,13 @@ Dims dims_of(const Config& c, const ModelOptions& o, int B) {
   d.p = c.patch_size;
   d.x16 = uses_fp16_input(c, o);
   d.bf16 = o.precision == Precision::Bf16;
+  d.prec = o.precision;
+  d.fused_ln = gemm_ln_supports(d.C) &&
+               (d.bf16 ? gemm_ln_fits_device<bf16>(d.C) : gemm_ln_fits_device<float>(d.C));
+  d.ln_rows = d.fused_ln ? gemm_ln_row_blocks(d.B * d.T, d.C) : 0;
+  // head bias, patch bias, per layer the four biases (qkv's when the config has one) and, fused,
+  // the four LayerNorm partial sums (LN1/LN2 weight and bias).
+  d.njobs = 2 + d.L * ((c.qkv_bias ? 4 : 3) + (d.fused_ln ? 4 : 0));
   return d;
 }
 
@@ -110,20 +123,41 @@ size_t scratch_floats(const Dims& d, size_t param_total) {
   s = std::max(s, matmul_scratch_floats(NT, d.C));
   s = std::max(s, matmul_scratch_floats(NT, d.M));
   s = std::max(s, matmul_scratch_floats(d.B, d.K));
+  s = std::max(s, attention_tc_scratch_floats(d.B, d.T, d.C, d.NH));
   s = std::max(s, attention_scratch_floats(d.B, d.T, d.C, d.NH));
   s = std::max(s, grad_norm_scratch_floats(param_total));
   return std::max<size_t>(s, 1);
 }
 
+// An input slot: the batch's images, then (at a 256-byte boundary) its labels, so one copy
+// moves both.
+size_t input_label_offset(const Dims& d) {
+  return align_up((size_t)d.B * d.Cin * d.S * d.S, ARENA_ALIGN);
+}
+size_t input_slot_bytes(const Dims& d) {
+  return input_label_offset(d) + (size_t)d.B * sizeof(int32_t);
+}
+
 // Every buffer outside the four parameter-sized ones. Per-layer activations are stored
 // layer after layer, each layer slot sized for the planned batch.
+//
+// The backward keeps every layer's GEMM output gradients (dy of qkv, proj, fc1, fc2) so that the
+// weight gradients of all layers are one strided-batched GEMM per weight kind after the last
+// layer, and every bias gradient one column-sum launch (the launch count: docs/cuda_model.md).
+// Two of the four go where a dead activation was: proj's dy (the masked d mid) over mid[l], and
+// fc2's dy (the masked d res[l+1]) over res[l+1], each written by the kernel that last reads that
+// row (the LayerNorm backward). In bf16 mode they are BF16 rows at stride 2C inside the FP32 rows
+// (row r of the gradient stays inside row r of the activation). The other two (dqkv, dpre) have
+// their own per-layer slots.
 struct Activations {
-  uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream)
-  int32_t* label[2];  // (B)
+  uint8_t* img[2];    // (B, Cin, S, S) uint8 input slots (double-buffered with the copy stream),
+                      // each followed by its labels (one copy per batch: input_label_offset)
+  int32_t* label[2];  // (B) inside img[s]'s piece, input_label_offset bytes in
   float* x;           // (B, Cin, R, R) normalised model input (FP32 input; else nullptr)
   __half* x16;        // (B, Cin, R, R) the same in FP16 (Dims::x16; else nullptr)
   float* cols;        // (B*N, P) im2col of x, saved for the patch-embedding weight gradient
-  float* res;         // (L+1, B, T, C) residual stream entering layer l; res[L] leaves the encoder
+  float* res;         // (L+1, B, T, C) residual stream entering layer l; res[L] leaves the encoder.
+                      // Backward: res[l+1] then holds fc2's dy of layer l (res[0]: the embedding's)
   float* ln1;         // (L, B, T, C) LN1 output (FP32 modes; else nullptr)
   bf16* ln1h;         // (L, B, T, C) the same in BF16 (Dims::bf16; else nullptr)
   float* ln1_mean;    // (L, B*T)
@@ -134,7 +168,7 @@ struct Activations {
   bf16* atth;         // (L, B, T, C) the same in BF16 (bf16 mode: proj's operand, attention
                       // backward's input)
   float* lse;         // (L, B, NH, T) attention row log-sum-exp
-  float* mid;         // (L, B, T, C) residual stream after the attention branch
+  float* mid;         // (L, B, T, C) residual stream after the attention branch; backward: proj's dy
   float* ln2;         // (L, B, T, C)   (FP32 modes)
   bf16* ln2h;         // (L, B, T, C)   (bf16)
   float* ln2_mean;    // (L, B*T)
@@ -143,8 +177,7 @@ struct Activations {
   bf16* fc1_preh;     // (L, B, T, M) the same rounded to BF16, read by the GELU backward (bf16)
   float* fc1_act;     // (L, B, T, M) GELU output = FC2 input (FP32 modes)
   bf16* fc1_acth;     // (L, B, T, M) the same in BF16 (bf16)
-  float* lnf;         // (B, T, C) final LN output (config.final_ln only; FP32 modes)
-  bf16* lnfh;         // (B, T, C) the same in BF16 (config.final_ln and bf16)
+  float* lnf;         // (B, T, C) final LN output, FP32 in every mode (config.final_ln only)
   float* lnf_mean;    // (B*T)
   float* lnf_rstd;    // (B*T)
   float* logits;      // (B, K)
@@ -153,17 +186,21 @@ struct Activations {
   double* metrics;    // (2) running [loss sum, correct count] since the last take_metrics()
   NonFiniteRecord* nonfinite;  // (1) first step with a NaN/Inf loss since the last take
   float* norm_coef;   // (2) [global grad norm, clip coefficient] of the last optimizer step
-  float* tmp;         // (B, T, C) proj / fc2 output before dropout+residual; dropout grads
+  float* tmp;         // (B, T, C) proj / fc2 output before dropout+residual (unfused path)
   float* dres;        // (B, T, C) gradient of the residual stream (LN backwards add into it)
-  float* dln;         // (B, T, C) gradient of an LN output (and of the final LN's input rows)
-  float* datt;        // (B, T, C) gradient of the attention output
-  float* dqkv;        // (B, T, 3C)
-  float* dact;        // (B, T, M) gradient of the GELU output
-  float* dpre;        // (B, T, M) gradient of the FC1 output
-  bf16* act16;        // (B, C) bf16: the head's CLS rows converted just before the head GEMM
-                      // (configs without a final LN)
-  bf16* grad16;       // (B, T, max(3C, M)) (or B*K if larger) bf16: the output gradient of the GEMM being
-                      // differentiated, converted (dy of fc2/proj, dpre, dqkv, dlogits)
+  float* dln;         // (B, T, C) gradient of an LN output (unfused path, final LN)
+  float* datt;        // (B, T, C) gradient of the attention output (bf16 mode with the
+                      // tensor-core attention: BF16, in the first half of the buffer)
+  float* dqkv;        // (L, B, T, 3C) gradient of qkv, per layer (FP32 modes)
+  bf16* dqkvh;        // (L, B, T, 3C) the same in BF16 (bf16)
+  float* dqkv32;      // (B, T, 3C) bf16 mode, FP32 attention kernels only: their FP32 output
+  float* dact;        // (B, T, M) gradient of the GELU output (erf GELU); FC1's FP32 output (bf16
+                      // mode, erf GELU)
+  float* dpre;        // (L, B, T, M) gradient of the FC1 output, per layer (FP32 modes)
+  bf16* dpreh;        // (L, B, T, M) the same in BF16 (bf16)
+  float* lnpart;      // (L, 2, 2, rows, C) the fused LayerNorm backwards' weight-gradient partials
+                      // (kernels/gemm_ln.cuh) of LN1 and LN2 of every layer, summed at the end
+  ColSumJob* sumjobs; // (njobs) the column sums of the step's bias / LN gradients (uploaded once)
   TensorSpan* spans;  // (nspans) parameter tensors for adam_update's decay flags
   float* scratch;     // (scratch_floats) shared by the launchers that need scratch
 };
@@ -176,10 +213,8 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
                     F&& f) {
   const size_t L = d.L, F4 = sizeof(float);
   const size_t img = (size_t)d.B * d.Cin * d.S * d.S;
-  for (int s = 0; s < 2; ++s) {
-    f(s ? "img1" : "img0", (void**)&a.img[s], img);
-    f(s ? "label1" : "label0", (void**)&a.label[s], (size_t)d.B * sizeof(int32_t));
-  }
+  for (int s = 0; s < 2; ++s)  // a.label[s] is set inside it (set_label_pointers)
+    f(s ? "input1" : "input0", (void**)&a.img[s], input_slot_bytes(d));
   const size_t x_elems = (size_t)d.B * d.Cin * d.R * d.R;
   if (d.x16) {
     a.x = nullptr;
@@ -213,12 +248,11 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   act("fc1_pre", &a.fc1_pre, &a.fc1_preh, L * d.BTM());
   act("fc1_act", &a.fc1_act, &a.fc1_acth, L * d.BTM());
   if (c.final_ln) {
-    act("lnf", &a.lnf, &a.lnfh, d.BTC());
+    f("lnf", (void**)&a.lnf, d.BTC() * F4);
     f("lnf_mean", (void**)&a.lnf_mean, d.BT() * F4);
     f("lnf_rstd", (void**)&a.lnf_rstd, d.BT() * F4);
   } else {
     a.lnf = a.lnf_mean = a.lnf_rstd = nullptr;
-    a.lnfh = nullptr;
   }
   f("logits", (void**)&a.logits, (size_t)d.B * d.K * F4);
   f("losses", (void**)&a.losses, (size_t)d.B * F4);
@@ -230,15 +264,18 @@ void for_each_piece(const Config& c, const Dims& d, size_t nspans, size_t scratc
   f("dres", (void**)&a.dres, d.BTC() * F4);
   f("dln", (void**)&a.dln, d.BTC() * F4);
   f("datt", (void**)&a.datt, d.BTC() * F4);
-  f("dqkv", (void**)&a.dqkv, 3 * d.BTC() * F4);
+  act("dqkv", &a.dqkv, &a.dqkvh, L * 3 * d.BTC());
+  if (d.bf16 && !attention_tc_supports_head_dim(d.C / d.NH))
+    f("dqkv32", (void**)&a.dqkv32, 3 * d.BTC() * F4);
+  else
+    a.dqkv32 = nullptr;
   f("dact", (void**)&a.dact, d.BTM() * F4);
-  f("dpre", (void**)&a.dpre, d.BTM() * F4);
-  if (d.bf16) {
-    f("act16", (void**)&a.act16, (size_t)d.B * d.C * sizeof(bf16));
-    f("grad16", (void**)&a.grad16, std::max({3 * d.BTC(), d.BTM(), (size_t)d.B * d.K}) * sizeof(bf16));
-  } else {
-    a.act16 = a.grad16 = nullptr;
-  }
+  act("dpre", &a.dpre, &a.dpreh, L * d.BTM());
+  if (d.fused_ln)
+    f("lnpart", (void**)&a.lnpart, L * 4 * d.ln_rows * (size_t)d.C * F4);
+  else
+    a.lnpart = nullptr;
+  f("sumjobs", (void**)&a.sumjobs, (size_t)d.njobs * sizeof(ColSumJob));
   f("spans", (void**)&a.spans, nspans * sizeof(TensorSpan));
   f("scratch", (void**)&a.scratch, scratch * F4);
 }
@@ -295,7 +332,7 @@ class CudaModel final : public Model {
     CUBLAS_CHECK(cublasSetMathMode(cublas_, o.precision != Precision::Fp32
                                                 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                 : CUBLAS_DEFAULT_MATH));
-    if (dims_.bf16) CUBLAS_CHECK(cublasLtCreate(&lt_));
+    CUBLAS_CHECK(cublasLtCreate(&lt_));  // every transformer GEMM (kernels/matmul_lt.cuh)
 
     // Parameters, gradients and Adam moments: one allocation each, zeroed (the alignment
     // padding between tensors then stays 0 through every Adam step); the parameters then get
@@ -321,10 +358,11 @@ class CudaModel final : public Model {
     make_layer_views();
 
     // Pinned staging for the input batches.
-    const size_t img_bytes = (size_t)dims_.B * dims_.Cin * dims_.S * dims_.S;
+    // Pinned staging for the input batches: the device slots' layout (images, then labels).
     for (int s = 0; s < 2; ++s) {
-      CUDA_CHECK(cudaMallocHost((void**)&stage_img_[s], img_bytes));
-      CUDA_CHECK(cudaMallocHost((void**)&stage_label_[s], (size_t)dims_.B * sizeof(int32_t)));
+      CUDA_CHECK(cudaMallocHost((void**)&stage_img_[s], input_slot_bytes(dims_)));
+      memset(stage_img_[s], 0, input_slot_bytes(dims_));  // the gap a partial batch copies
+      stage_label_[s] = (int32_t*)(stage_img_[s] + input_label_offset(dims_));
       // Recorded once so the first waits on them are trivially satisfied.
       CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
       CUDA_CHECK(cudaEventRecord(consumed_[s], stream_));
@@ -340,6 +378,7 @@ class CudaModel final : public Model {
     nspans_ = (int)spans.size();
     CUDA_CHECK(cudaMemcpyAsync(act_.spans, spans.data(), spans.size() * sizeof(TensorSpan),
                                cudaMemcpyHostToDevice, stream_));
+    upload_sum_jobs();
     CUDA_CHECK(cudaMemsetAsync(act_.metrics, 0, 2 * sizeof(double), stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.nonfinite, 0xff, sizeof(NonFiniteRecord), stream_));
     CUDA_CHECK(cudaMemsetAsync(act_.norm_coef, 0, 2 * sizeof(float), stream_));
@@ -359,8 +398,7 @@ class CudaModel final : public Model {
     for (void* p : arena_pieces_) cudaFree(p);
     cudaFree(probs_);
     for (int s = 0; s < 2; ++s) {
-      cudaFreeHost(stage_img_[s]);
-      cudaFreeHost(stage_label_[s]);
+      cudaFreeHost(stage_img_[s]);  // (stage_label_[s] lies inside it)
       cudaEventDestroy(copied_[s]);
       cudaEventDestroy(consumed_[s]);
     }
@@ -411,9 +449,9 @@ class CudaModel final : public Model {
     // Device slot s is free once the compute stream has finished the batch that used it.
     CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, consumed_[s], 0));
     if (g_stream_hooks && g_stream_hooks->before_copy) g_stream_hooks->before_copy((void*)copy_stream_);
-    CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s], img_bytes, cudaMemcpyHostToDevice,
-                               copy_stream_));
-    CUDA_CHECK(cudaMemcpyAsync(act_.label[s], stage_label_[s], (size_t)B * sizeof(int32_t),
+    // One copy: the images and (past the planned batch's image bytes) the labels.
+    CUDA_CHECK(cudaMemcpyAsync(act_.img[s], stage_img_[s],
+                               input_label_offset(dims_) + (size_t)B * sizeof(int32_t),
                                cudaMemcpyHostToDevice, copy_stream_));
     CUDA_CHECK(cudaEventRecord(copied_[s], copy_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, copied_[s], 0));
@@ -603,9 +641,10 @@ class CudaModel final : public Model {
     encoder_forward(B, train, step);
     // dlogits even for an eval forward (B x K floats): backward() after it is allowed, as on
     // the CPU model, and gives the gradient without dropout.
+    // (the same launch records the first non-finite batch loss: kernels/loss.cuh)
     xent_forward_backward(stream_, act_.logits, label, act_.losses, act_.dlogits, act_.metrics,
-                          B, dims_.K, opt_.label_smoothing, 1.0f / (float)B);
-    track_nonfinite(stream_, act_.losses, B, step, act_.nonfinite);
+                          B, dims_.K, opt_.label_smoothing, 1.0f / (float)B, act_.nonfinite,
+                          step);
   }
 
   // Gradient norm + clip (only when clipping), then Adam, which zeroes the gradients.
@@ -625,6 +664,19 @@ class CudaModel final : public Model {
 
   // The backward of the last forward (B images, its train flag and step).
   void issue_backward(int B, bool train, DevStep step) {
+    if (dims_.bf16) issue_backward_t<bf16>(B, train, step);
+    else issue_backward_t<float>(B, train, step);
+  }
+
+  // The backward in the mode's storage type AT (float; bf16 in bf16 mode). Per layer, from the
+  // top: FC2's dx GEMM with the GELU backward in its epilogue -> dpre; FC1's dx GEMM with the
+  // LN2 backward (dres += ..., proj's dy = drop(d mid) stored over mid) -> proj's dx GEMM ->
+  // attention backward -> dqkv; QKV's dx GEMM with the LN1 backward (dres += ..., the dy of the
+  // layer below's FC2 stored over res[l]). After the last layer: the patch embedding, then every
+  // layer's weight gradients in four batched GEMMs and every bias (and LN weight) gradient in one
+  // column-sum launch.
+  template <class AT>
+  void issue_backward_t(int B, bool train, DevStep step) {
     const Dims d = dims_of(cfg_, opt_, B);  // the actual batch
     const ParamLayout& P = layout_;
     const int NT = d.B * d.T;
@@ -632,71 +684,109 @@ class CudaModel final : public Model {
     const uint64_t seed = opt_.seed;
     const float p_hidden = train ? cfg_.dropout : 0.0f;
     const float p_attn = train ? cfg_.attn_dropout : 0.0f;
+    const int ldg = grad_ld<AT>();
     float* g = grads_;
     const float* w = params_;
+    const AT* wa = weights<AT>();
     Activations& a = act_;
-    // Gradient through a dropout: its mask applied to dres, into tmp. Without dropout (eval
-    // forward, or a config with dropout 0 such as vit-b16) that is dres itself: no copy.
-    auto through_dropout = [&](uint32_t site) -> const float* {
-      if (p_hidden == 0.0f) return a.dres;
-      dropout_backward(stream_, a.dres, a.tmp, n, p_hidden, seed, site, step);
-      return a.tmp;
-    };
 
-    // Head on the CLS rows (row stride T*C); the other rows' gradient is 0.
-    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
-    float* dfin = a.dres;
-    if (cfg_.final_ln) {
-      CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
-      dfin = a.dln;
+    if (!cfg_.final_ln && !opt_.freeze_backbone) {
+      // Head (FP32) and the top layer's fc2 dy in one launch: dres = the CLS rows' gradient
+      // (0 elsewhere), its dropout's backward stored over res[L], head dW += (kernels/head.cuh).
+      head_backward<AT>(stream_, a.dlogits, w + P.head_w, head_input(), a.dres,
+                        (AT*)layer_res(d.L), ldg, g + P.head_w, d.B, d.T, d.C, d.K, p_hidden,
+                        seed, layer_site(d.L - 1, 2), step);
+    } else {
+      // Head on the CLS rows (row stride T*C), FP32 (head_precision): dx into the CLS rows of
+      // dres (or, with a final LN, of dln first); the other rows' gradient is 0.
+      CUDA_CHECK(cudaMemsetAsync(a.dres, 0, n * sizeof(float), stream_));
+      float* dfin = a.dres;
+      if (cfg_.final_ln) {
+        CUDA_CHECK(cudaMemsetAsync(a.dln, 0, n * sizeof(float), stream_));
+        dfin = a.dln;
+      }
+      const Precision hp = head_precision();
+      gemm_dyW<float, float>(hp, a.dlogits, d.K, w + P.head_w, dfin, d.T * d.C, d.B, d.C, d.K);
+      gemm_dw<float>(hp, head_input(), d.T * d.C, 0, a.dlogits, d.K, 0, g + P.head_w, 0, d.B,
+                     d.C, d.K, 1);
+      if (cfg_.final_ln)
+        layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
+                           a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
+      // Frozen backbone (linear probe): nothing below the head (+ final LN) is trained, so its
+      // gradients are never needed; they stay 0 from zero_grad(). Only the head's bias is summed.
+      if (opt_.freeze_backbone) {
+        column_sums_many(stream_, a.sumjobs, 1, d.K, d.B);
+        return;
+      }
+      // The top layer's fc2 dy: drop(d res[L]), stored over res[L].
+      dropout_backward_rows<AT>(stream_, a.dres, (AT*)layer_res(d.L), NT, d.C, ldg, p_hidden,
+                                seed, layer_site(d.L - 1, 2), step);
     }
-    linear_backward(a.dlogits, head_input(), P.head_w, dfin, d.T * d.C, g + P.head_w, g + P.head_b,
-                    d.B, d.C, d.K);
-    if (cfg_.final_ln)
-      layernorm_backward(stream_, a.dln, layer_res(d.L), w + P.lnf_w, a.lnf_mean, a.lnf_rstd,
-                         a.dres, g + P.lnf_w, g + P.lnf_b, a.scratch, NT, d.C);
-    // Frozen backbone (linear probe): nothing below the head (+ final LN) is trained, so its
-    // gradients are never needed; they stay 0 from zero_grad().
-    if (opt_.freeze_backbone) return;
 
+    const bool tc = d.bf16 && attention_tc_supports_head_dim(d.C / d.NH);
     for (int l = d.L - 1; l >= 0; --l) {
       const ParamLayout::Block& b = P.blocks[l];
-      const Layer& A = layer_[l];
-      // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); dres = d res[l+1].
-      linear_backward(through_dropout(layer_site(l, 2)), {A.fc1_act, A.fc1_acth, d.M}, b.fc2_w,
-                      a.dact, d.M, g + b.fc2_w, g + b.fc2_b, NT, d.M, d.C);
-      if (d.bf16) gelu_backward(stream_, a.dact, A.fc1_preh, a.dpre, d.BTM(), cfg_.gelu);
-      else gelu_backward(stream_, a.dact, A.fc1_pre, a.dpre, d.BTM(), cfg_.gelu);
-      linear_backward(a.dpre, {A.ln2, A.ln2h, d.C}, b.fc1_w, a.dln, d.C, g + b.fc1_w, g + b.fc1_b,
-                      NT, d.C, d.M);
-      layernorm_backward(stream_, a.dln, A.mid, w + b.ln2_w, A.ln2_mean, A.ln2_rstd, a.dres,
-                         g + b.ln2_w, g + b.ln2_b, a.scratch, NT, d.C);  // dres = d mid
+      const LayerT<AT> A = typed<AT>(l);
+      // MLP branch: res[l+1] = mid + drop(fc2(gelu(fc1(ln2(mid))))); fc2's dy = drop(d res[l+1]).
+      const AT* dy2 = (const AT*)layer_res(l + 1);
+      if (lt_gelu()) {
+        gemm_dyW<AT, AT>(d.prec, dy2, ldg, wa + b.fc2_w, A.dpre, d.M, NT, d.M, d.C,
+                         LtEpilogue::Dgelu, A.fc1_pre);
+      } else {
+        gemm_dyW<AT, float>(d.prec, dy2, ldg, wa + b.fc2_w, a.dact, d.M, NT, d.M, d.C);
+        gelu_backward(stream_, a.dact, A.fc1_pre, A.dpre, d.BTM(), cfg_.gelu);
+      }
+      // fc1's dx + the LN2 backward: dres = d mid; proj's dy = drop(d mid), stored over mid.
+      ln_backward<AT>(A.dpre, d.M, wa + b.fc1_w, NT, d.M, A.mid, A.ln2_mean, A.ln2_rstd,
+                      w + b.ln2_w, g + b.ln2_w, g + b.ln2_b, (AT*)A.mid, p_hidden,
+                      layer_site(l, 1), step, lnpart(l, 1));
       // Attention branch: mid = res[l] + drop(proj(attn(qkv(ln1(res[l]))))).
-      linear_backward(through_dropout(layer_site(l, 1)), {A.att, A.atth, d.C}, b.proj_w, a.datt,
-                      d.C, g + b.proj_w, g + b.proj_b, NT, d.C, d.C);
-      if (d.bf16 && attention_tc_supports_head_dim(d.C / d.NH)) {
-        // The tensor-core backward takes dout and out in one type: the FP32 gradient and the
-        // saved BF16 output widened (exactly) into tmp, which is free again here.
-        from_bf16(stream_, (const bf16*)A.atth, a.tmp, n);
-        attention_backward_tc(stream_, (const float*)a.datt, (const bf16*)A.qkvh,
-                              (const float*)a.tmp, A.lse, a.dqkv, a.scratch, d.B, d.T, d.C, d.NH,
-                              p_attn, seed, layer_site(l, 0), step);
-      } else if (d.bf16)
-        attention_backward(stream_, a.datt, (const bf16*)A.qkvh, (const bf16*)A.atth, A.lse,
-                           a.dqkv, a.scratch, d.B, d.T, d.C, d.NH, p_attn, seed,
-                           layer_site(l, 0), step);
-      else
-        attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, a.dqkv, a.scratch, d.B, d.T,
-                           d.C, d.NH, p_attn, seed, layer_site(l, 0), step);
-      linear_backward(a.dqkv, {A.ln1, A.ln1h, d.C}, b.qkv_w, a.dln, d.C, g + b.qkv_w,
-                      cfg_.qkv_bias ? g + b.qkv_b : nullptr, NT, d.C, 3 * d.C);
-      layernorm_backward(stream_, a.dln, A.res, w + b.ln1_w, A.ln1_mean, A.ln1_rstd, a.dres,
-                         g + b.ln1_w, g + b.ln1_b, a.scratch, NT, d.C);  // dres = d res[l]
+      const AT* dy1 = (const AT*)A.mid;
+      if (tc) {
+        // Tensor-core backward: dout, out and dqkv in BF16.
+        bf16* datt16 = (bf16*)a.datt;
+        gemm_dyW<AT, bf16>(d.prec, dy1, ldg, wa + b.proj_w, datt16, d.C, NT, d.C, d.C);
+        attention_backward_tc(stream_, (const bf16*)datt16, (const bf16*)A.qkv,
+                              (const bf16*)A.att, A.lse, (bf16*)A.dqkv, a.scratch, d.B, d.T, d.C,
+                              d.NH, p_attn, seed, layer_site(l, 0), step);
+      } else {
+        gemm_dyW<AT, float>(d.prec, dy1, ldg, wa + b.proj_w, a.datt, d.C, NT, d.C, d.C);
+        // The FP32-math kernels write FP32: straight into dqkv, or (bf16 mode) converted.
+        float* dq = d.bf16 ? a.dqkv32 : (float*)A.dqkv;
+        attention_backward(stream_, a.datt, A.qkv, A.att, A.lse, dq, a.scratch, d.B, d.T, d.C,
+                           d.NH, p_attn, seed, layer_site(l, 0), step);
+        if (d.bf16) to_bf16(stream_, dq, (bf16*)A.dqkv, 3 * n);
+      }
+      // qkv's dx + the LN1 backward: dres = d res[l]; the dy of the layer below's fc2 (or the
+      // embedding dropout's) = drop(d res[l]), stored over res[l].
+      ln_backward<AT>(A.dqkv, 3 * d.C, wa + b.qkv_w, NT, 3 * d.C, A.res, A.ln1_mean, A.ln1_rstd,
+                      w + b.ln1_w, g + b.ln1_w, g + b.ln1_b, (AT*)A.res, p_hidden,
+                      l > 0 ? layer_site(l - 1, 2) : (uint32_t)SITE_EMBED_DROPOUT, step,
+                      lnpart(l, 0));
     }
-    // Embedding: res[0] = drop(patch_embed(x)).
-    patch_embed_backward(cublas_, stream_, through_dropout(SITE_EMBED_DROPOUT), a.cols,
-                         g + P.patch_w, g + P.patch_b, g + P.cls, g + P.pos, a.scratch, d.B, d.Cin,
-                         d.R, d.p, d.C);
+    // Embedding: res[0] = drop(patch_embed(x)); its dy is stored over res[0]. The patch bias is
+    // a column-sum job (its per-position sums stay in the scratch).
+    patch_embed_backward_t<AT>(cublas_, stream_, (const AT*)layer_res(0), ldg, a.cols,
+                               g + P.patch_w, nullptr, g + P.cls, g + P.pos, a.scratch, d.B,
+                               d.Cin, d.R, d.p, d.C);
+
+    // Weight gradients of all layers: one strided-batched GEMM per kind over the saved inputs and
+    // output gradients (layer slots dims_ apart, gradient blocks block_stride_ apart).
+    const LayerT<AT> A0 = typed<AT>(0);
+    const long long sc = (long long)dims_.BTC(), sm = (long long)dims_.BTM();
+    const long long sg = sc * (long long)(sizeof(float) / sizeof(AT));  // a stored gradient's slot
+    const ParamLayout::Block& b0 = P.blocks[0];
+    const int L = d.L;
+    gemm_dw<AT>(d.prec, A0.ln1, d.C, sc, A0.dqkv, 3 * d.C, 3 * sc, g + b0.qkv_w, block_stride_, NT,
+                d.C, 3 * d.C, L);
+    gemm_dw<AT>(d.prec, A0.att, d.C, sc, (const AT*)A0.mid, ldg, sg, g + b0.proj_w, block_stride_,
+                NT, d.C, d.C, L);
+    gemm_dw<AT>(d.prec, A0.ln2, d.C, sc, A0.dpre, d.M, sm, g + b0.fc1_w, block_stride_, NT, d.C,
+                d.M, L);
+    gemm_dw<AT>(d.prec, A0.fc1_act, d.M, sm, (const AT*)layer_res(1), ldg, sg, g + b0.fc2_w,
+                block_stride_, NT, d.M, d.C, L);
+    // Every bias gradient (and, fused, the LN weight gradients): one launch.
+    column_sums_many(stream_, a.sumjobs, d.njobs, sumjob_cols_, d.B);
   }
 
  public:
@@ -787,6 +877,15 @@ class CudaModel final : public Model {
  private:
   // Forward from the normalised input act_.x to act_.logits, B images. Dropout only when train.
   void encoder_forward(int B, bool train, DevStep step) {
+    if (dims_.bf16) encoder_forward_t<bf16>(B, train, step);
+    else encoder_forward_t<float>(B, train, step);
+  }
+
+  // Per layer: QKV GEMM (+ bias epilogue) -> attention -> proj GEMM with dropout + residual +
+  // LN2 in its epilogue -> FC1 GEMM (+ bias + GELU epilogue, saving the pre-activation) -> FC2
+  // GEMM with dropout + residual + the next layer's LN1 (or the final LN) in its epilogue.
+  template <class AT>
+  void encoder_forward_t(int B, bool train, DevStep step) {
     const Dims d = dims_of(cfg_, opt_, B);
     check_scratch(d);
     const ParamLayout& P = layout_;
@@ -796,126 +895,255 @@ class CudaModel final : public Model {
     const float p_hidden = train ? cfg_.dropout : 0.0f;
     const float p_attn = train ? cfg_.attn_dropout : 0.0f;
     const float* w = params_;
+    const AT* wa = weights<AT>();
     Activations& a = act_;
 
-    if (d.x16)
-      patch_embed_forward(cublas_, stream_, a.x16, w + P.patch_w, w + P.patch_b, w + P.cls,
-                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    else
-      patch_embed_forward(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
-                          w + P.pos, a.cols, layer_res(0), d.B, d.Cin, d.R, d.p, d.C);
-    if (p_hidden > 0.0f)  // in place; with p = 0 it would be a copy onto itself
-      dropout_forward(stream_, layer_res(0), layer_res(0), n, p_hidden, seed, SITE_EMBED_DROPOUT,
-                      step);
+    // Embedding, its dropout and layer 0's LN1 (every later LN1 runs in the epilogue of the
+    // layer below's FC2).
+    {
+      const LayerT<AT> A = typed<AT>(0);
+      const ParamLayout::Block& b0 = P.blocks[0];
+      if (d.x16)
+        patch_embed_forward_ln(cublas_, stream_, a.x16, w + P.patch_w, w + P.patch_b, w + P.cls,
+                               w + P.pos, a.cols, A.res, d.B, d.Cin, d.R, d.p, d.C, p_hidden, seed,
+                               SITE_EMBED_DROPOUT, step, w + b0.ln1_w, w + b0.ln1_b, cfg_.ln_eps,
+                               A.ln1, A.ln1_mean, A.ln1_rstd);
+      else
+        patch_embed_forward_ln(cublas_, stream_, a.x, w + P.patch_w, w + P.patch_b, w + P.cls,
+                               w + P.pos, a.cols, A.res, d.B, d.Cin, d.R, d.p, d.C, p_hidden, seed,
+                               SITE_EMBED_DROPOUT, step, w + b0.ln1_w, w + b0.ln1_b, cfg_.ln_eps,
+                               A.ln1, A.ln1_mean, A.ln1_rstd);
+    }
+    const bool tc = d.bf16 && attention_tc_supports_head_dim(d.C / d.NH);
     for (int l = 0; l < d.L; ++l) {
       const ParamLayout::Block& b = P.blocks[l];
-      const Layer& A = layer_[l];
-      ln_forward(A.res, w + b.ln1_w, w + b.ln1_b, A.ln1, A.ln1h, A.ln1_mean, A.ln1_rstd, NT);
-      if (d.bf16) {
-        // QKV in FP32 into dqkv (free until the backward), saved as BF16 for the attention.
-        linear_forward({nullptr, A.ln1h, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
-                       a.dqkv, NT, d.C, 3 * d.C);
-        to_bf16(stream_, a.dqkv, A.qkvh, 3 * n);
-        // Tensor cores (kernels/attention_tc.cuh) for the head dims they take; else the FP32-math
-        // kernel on the BF16 values.
-        if (attention_tc_supports_head_dim(d.C / d.NH))
-          attention_forward_tc(stream_, (const bf16*)A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH,
-                               p_attn, seed, layer_site(l, 0), step);
-        else
-          attention_forward(stream_, A.qkvh, A.atth, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
-                            layer_site(l, 0), step);
-      } else {
-        linear_forward({A.ln1, nullptr, d.C}, b.qkv_w, cfg_.qkv_bias ? w + b.qkv_b : nullptr,
-                       A.qkv, NT, d.C, 3 * d.C);
+      const LayerT<AT> A = typed<AT>(l);
+      gemm_xwT<AT, AT>(d.prec, A.ln1, d.C, wa + b.qkv_w, A.qkv, 3 * d.C, NT, d.C, 3 * d.C,
+                       cfg_.qkv_bias ? LtEpilogue::Bias : LtEpilogue::Default,
+                       cfg_.qkv_bias ? wa + b.qkv_b : nullptr);
+      // Tensor cores (kernels/attention_tc.cuh) for the head dims they take in bf16 mode; else
+      // the FP32-math kernel (on BF16 values in bf16 mode).
+      if (tc)
+        attention_forward_tc(stream_, (const bf16*)A.qkv, (bf16*)A.att, A.lse, d.B, d.T, d.C,
+                             d.NH, p_attn, seed, layer_site(l, 0), step);
+      else
         attention_forward(stream_, A.qkv, A.att, A.lse, d.B, d.T, d.C, d.NH, p_attn, seed,
                           layer_site(l, 0), step);
-      }
-      linear_forward({A.att, A.atth, d.C}, b.proj_w, w + b.proj_b, a.tmp, NT, d.C, d.C);
-      dropout_residual_forward(stream_, A.res, a.tmp, A.mid, n, p_hidden, seed, layer_site(l, 1),
-                               step);
-      ln_forward(A.mid, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2h, A.ln2_mean, A.ln2_rstd, NT);
-      if (d.bf16) {
-        // FC1 + bias in cuBLASLt into dpre (FP32 (B,T,M), free until the backward), then one
-        // pass: GELU of the FP32 pre-activation to BF16, and the pre-activation saved in BF16.
-        linear_forward({nullptr, A.ln2h, d.C}, b.fc1_w, w + b.fc1_b, a.dpre, NT, d.C, d.M);
-        gelu_forward(stream_, a.dpre, A.fc1_acth, d.BTM(), cfg_.gelu, A.fc1_preh);
+      residual_ln<AT, AT>(A.att, d.C, wa + b.proj_w, w + b.proj_b, A.res, A.mid, NT, d.C, p_hidden,
+                          layer_site(l, 1), step, w + b.ln2_w, w + b.ln2_b, A.ln2, A.ln2_mean,
+                          A.ln2_rstd);
+      if (lt_gelu()) {
+        gemm_xwT<AT, AT>(d.prec, A.ln2, d.C, wa + b.fc1_w, A.fc1_act, d.M, NT, d.C, d.M,
+                         LtEpilogue::GeluAuxBias, wa + b.fc1_b, A.fc1_pre);
       } else {
-        matmul_forward(cublas_, stream_, A.ln2, d.C, w + b.fc1_w, w + b.fc1_b, A.fc1_act, NT, d.C,
-                       d.M, A.fc1_pre, cfg_.gelu);
+        // erf GELU (not cuBLASLt's): FC1 + bias in FP32 into dact (free until the backward), then
+        // one pass: the GELU, and the pre-activation saved in the storage type.
+        gemm_xwT<AT, float>(d.prec, A.ln2, d.C, wa + b.fc1_w, a.dact, d.M, NT, d.C, d.M,
+                            LtEpilogue::Bias, w + b.fc1_b);
+        gelu_forward(stream_, a.dact, A.fc1_act, d.BTM(), cfg_.gelu, A.fc1_pre);
       }
-      linear_forward({A.fc1_act, A.fc1_acth, d.M}, b.fc2_w, w + b.fc2_b, a.tmp, NT, d.M, d.C);
-      dropout_residual_forward(stream_, A.mid, a.tmp, layer_res(l + 1), n, p_hidden, seed,
-                               layer_site(l, 2), step);
+      if (l + 1 < d.L) {
+        const LayerT<AT> An = typed<AT>(l + 1);
+        const ParamLayout::Block& bn = P.blocks[l + 1];
+        residual_ln<AT, AT>(A.fc1_act, d.M, wa + b.fc2_w, w + b.fc2_b, A.mid, An.res, NT, d.M,
+                            p_hidden, layer_site(l, 2), step, w + bn.ln1_w, w + bn.ln1_b, An.ln1,
+                            An.ln1_mean, An.ln1_rstd);
+      } else {
+        // The last layer: the final LN (FP32 output, only the head reads it), or none.
+        residual_ln<AT, float>(A.fc1_act, d.M, wa + b.fc2_w, w + b.fc2_b, A.mid, layer_res(d.L),
+                               NT, d.M, p_hidden, layer_site(l, 2), step,
+                               cfg_.final_ln ? w + P.lnf_w : nullptr,
+                               cfg_.final_ln ? w + P.lnf_b : nullptr, a.lnf, a.lnf_mean,
+                               a.lnf_rstd);
+      }
     }
-    if (cfg_.final_ln)
-      ln_forward(layer_res(d.L), w + P.lnf_w, w + P.lnf_b, a.lnf, a.lnfh, a.lnf_mean, a.lnf_rstd,
-                 NT);
     // Classifier on the CLS token: row 0 of every image, i.e. rows of stride T*C.
-    linear_forward(head_input(), P.head_w, w + P.head_b, a.logits, d.B, d.C, d.K);
+    gemm_xwT<float, float>(head_precision(), head_input(), d.T * d.C, w + P.head_w, a.logits, d.K,
+                           d.B, d.C, d.K, LtEpilogue::Bias, w + P.head_b);
   }
 
   // Residual stream entering layer l (l = L: leaving the encoder).
   float* layer_res(int l) const { return act_.res + (size_t)l * dims_.BTC(); }
 
-  // A GEMM input as stored: FP32 (f) in the FP32 modes; in bf16 mode BF16 (h), or FP32 (f,
-  // h == nullptr) to be converted into act16 before the GEMM. ld: its row stride.
-  struct GemmIn {
-    const float* f;
-    const bf16* h;
-    int ld;
-  };
   // The head's input: the CLS rows (row stride T*C) of the final LN output or of the residual
-  // stream leaving the encoder.
-  GemmIn head_input() const {
-    const int ld = dims_.T * dims_.C;
-    if (cfg_.final_ln) return {act_.lnf, act_.lnfh, ld};
-    return {layer_res(dims_.L), nullptr, ld};
+  // stream leaving the encoder; FP32 in every mode.
+  const float* head_input() const { return cfg_.final_ln ? act_.lnf : layer_res(dims_.L); }
+  // The head is a (B x C x K) GEMM: FP32 operands in every mode (TF32 in tf32 mode), so the
+  // loss, logits and their gradient never see BF16 rounding.
+  Precision head_precision() const {
+    return dims_.prec == Precision::Bf16 ? Precision::Fp32 : dims_.prec;
   }
-  // In bf16 mode, x as BF16: stored so, or converted (rows of `in` at stride x.ld) into act16.
-  GemmIn as_bf16(GemmIn x, int N, int in) {
-    if (x.h) return x;
-    to_bf16(stream_, x.f, x.ld, act_.act16, in, N, in);
-    return {nullptr, act_.act16, in};
+  // The FC1 GELU and its backward run as cuBLASLt epilogues (tanh GELU, aux ld OK); else
+  // kernels/gelu.cuh.
+  bool lt_gelu() const { return cfg_.gelu == Gelu::Tanh && lt_gelu_aux_ok(dims_.M); }
+
+  // The GEMM weights in the mode's storage type: params_ (FP32 modes) or the BF16 copy.
+  template <class AT> const AT* weights() const { return pick((AT*)nullptr, params_, w16_); }
+  static float* pick(float*, float* f, bf16*) { return f; }
+  static bf16* pick(bf16*, float*, bf16* h) { return h; }
+  // Row stride, in AT elements, of a gradient stored over an FP32 activation (one row in one row).
+  template <class AT> static int grad_ld_of(int C) { return C * (int)(sizeof(float) / sizeof(AT)); }
+  template <class AT> int grad_ld() const { return grad_ld_of<AT>(dims_.C); }
+
+  // y (N, out; row stride ldy) = x (N, in; row stride ldx) W^T with W (out, in) as stored, then
+  // the epilogue (bias (out), aux (N, out) of y's type). cuBLASLt (kernels/matmul_lt.cuh).
+  template <class AT, class DT>
+  void gemm_xwT(Precision prec, const AT* x, int ldx, const AT* W, DT* y, int ldy, int N, int in,
+                int out, LtEpilogue ep = LtEpilogue::Default, const DT* bias = nullptr,
+                DT* aux = nullptr) {
+    if (N == 0) return;
+    // Column-major: y^T (out x N, ld ldy) = op_T(W as (in x out), ld in) * x^T (in x N, ld ldx).
+    LtCall c;
+    c.transa = true;
+    c.m = out;
+    c.n = N;
+    c.k = in;
+    c.A = W;
+    c.lda = in;
+    c.B = x;
+    c.ldb = ldx;
+    c.D = y;
+    c.ldd = ldy;
+    c.epilogue = ep;
+    c.bias = bias;
+    c.aux = aux;
+    c.ldaux = out;
+    lt_matmul<AT, DT>(lt_, stream_, prec, c);
   }
-  // y (N, out) = x W^T + b, W = the parameters at w_off: cublasSgemm (FP32/TF32) or cuBLASLt
-  // on BF16 operands (bf16 mode, W from w16_). See kernels/matmul.cuh, matmul_lt.cuh.
-  void linear_forward(GemmIn x, size_t w_off, const float* b, float* y, int N, int in, int out) {
-    if (!dims_.bf16) {
-      matmul_forward(cublas_, stream_, x.f, x.ld, params_ + w_off, b, y, N, in, out);
+  // dx (N, in; row stride lddx) = dy (N, out; row stride lddy) W, W (out, in) as stored; Dgelu:
+  // times gelu'(aux), aux (N, in) of dx's type.
+  template <class AT, class DT>
+  void gemm_dyW(Precision prec, const AT* dy, int lddy, const AT* W, DT* dx, int lddx, int N,
+                int in, int out, LtEpilogue ep = LtEpilogue::Default, DT* aux = nullptr) {
+    if (N == 0) return;
+    // dx^T (in x N, ld lddx) = W-as-stored (in x out, ld in) * dy^T (out x N, ld lddy).
+    LtCall c;
+    c.m = in;
+    c.n = N;
+    c.k = out;
+    c.A = W;
+    c.lda = in;
+    c.B = dy;
+    c.ldb = lddy;
+    c.D = dx;
+    c.ldd = lddx;
+    c.epilogue = ep;
+    c.aux = aux;
+    c.ldaux = in;
+    lt_matmul<AT, DT>(lt_, stream_, prec, c);
+  }
+  // dW_i (out, in) += dy_i^T x_i for `batch` matrices (strides in elements): x_i (N, in; row
+  // stride ldx), dy_i (N, out; row stride lddy), dW FP32.
+  template <class AT>
+  void gemm_dw(Precision prec, const AT* x, int ldx, long long sx, const AT* dy, int lddy,
+               long long sdy, float* dw, long long sw, int N, int in, int out, int batch) {
+    if (N == 0) return;
+    // dW^T (in x out, ld in) += x^T (in x N, ld ldx) * op_T(dy^T (out x N, ld lddy)).
+    LtCall c;
+    c.transb = true;
+    c.m = in;
+    c.n = out;
+    c.k = N;
+    c.A = x;
+    c.lda = ldx;
+    c.stride_a = sx;
+    c.B = dy;
+    c.ldb = lddy;
+    c.stride_b = sdy;
+    c.D = dw;
+    c.ldd = in;
+    c.stride_d = sw;
+    c.batch = batch;
+    c.beta = 1.0f;
+    lt_matmul<AT, float>(lt_, stream_, prec, c);
+  }
+
+  // out (N, C) = res + drop(x W^T + bias); y = LN(out) when ln_w (final layer without a final
+  // LN: none). One launch (kernels/gemm_ln.cuh) where the width allows; else GEMM, dropout +
+  // residual and LayerNorm kernels.
+  template <class AT, class YT>
+  void residual_ln(const AT* x, int ldx, const AT* W, const float* bias, const float* res,
+                   float* out, int N, int K, float p, uint32_t site, DevStep step,
+                   const float* ln_w, const float* ln_b, YT* y, float* mean, float* rstd) {
+    const int C = dims_.C;
+    if (dims_.fused_ln) {
+      gemm_residual_ln_forward<AT, YT>(stream_, dims_.prec, x, ldx, W, bias, res, out, N, K, C, p,
+                                       opt_.seed, site, step, ln_w, ln_b, cfg_.ln_eps, y, mean,
+                                       rstd);
       return;
     }
-    x = as_bf16(x, N, in);
-    matmul_forward_bf16(lt_, stream_, x.h, x.ld, w16_ + w_off, b, y, N, in, out);
+    gemm_xwT<AT, float>(dims_.prec, x, ldx, W, act_.tmp, C, N, K, C, LtEpilogue::Bias, bias);
+    dropout_residual_forward(stream_, res, act_.tmp, out, (size_t)N * C, p, opt_.seed, site,
+                             step);
+    if (ln_w) ln_forward_t(out, ln_w, ln_b, y, mean, rstd, N);
   }
-  // dx (N, in; row stride lddx) = dy W (when dx), dw += dy^T x, db += column sums of dy. dy is
-  // FP32 (N, out); in bf16 mode it is converted into grad16 for the two GEMMs, and db sums the
-  // FP32 dy (deterministic column sum, kernels/reduce.cuh).
-  void linear_backward(const float* dy, GemmIn x, size_t w_off, float* dx, int lddx, float* dw,
-                       float* db, int N, int in, int out) {
-    if (!dims_.bf16) {
-      matmul_backward(cublas_, stream_, dy, x.f, x.ld, params_ + w_off, dx, lddx, dw, db,
-                      act_.scratch, N, in, out);
+  // The gradient through a Linear (dy (N, K), W (K, C)) into a LayerNorm's output, then that
+  // LayerNorm's backward: dres += d(LN input); mask_out (N, C; row stride grad_ld) = drop(new
+  // dres) (the next GEMM's dy, stored over x's rows); LN weight gradients into `partial` (fused:
+  // a column-sum job adds them) or straight into gw/gb. One launch where the width allows.
+  template <class AT>
+  void ln_backward(const AT* dy, int lddy, const AT* W, int N, int K, const float* x,
+                   const float* mean, const float* rstd, const float* ln_w, float* gw, float* gb,
+                   AT* mask_out, float p, uint32_t site, DevStep step, float* partial) {
+    const int C = dims_.C;
+    if (dims_.fused_ln) {
+      gemm_ln_backward<AT>(stream_, dims_.prec, dy, lddy, W, N, K, C, x, mean, rstd, ln_w,
+                           act_.dres, mask_out, grad_ld<AT>(), p, opt_.seed, site, step, partial);
       return;
     }
-    x = as_bf16(x, N, in);
-    to_bf16(stream_, dy, act_.grad16, (size_t)N * out);
-    matmul_backward_bf16(lt_, stream_, act_.grad16, dy, x.h, x.ld, w16_ + w_off, dx, lddx, dw,
-                         db, act_.scratch, N, in, out);
+    gemm_dyW<AT, float>(dims_.prec, dy, lddy, W, act_.dln, C, N, C, K);
+    layernorm_backward(stream_, act_.dln, x, ln_w, mean, rstd, act_.dres, gw, gb, act_.scratch, N,
+                       C);
+    dropout_backward_rows<AT>(stream_, act_.dres, mask_out, N, C, grad_ld<AT>(), p, opt_.seed,
+                              site, step);
   }
-  // LayerNorm of N rows of width C into y (FP32 modes) or yh (bf16 mode).
-  void ln_forward(const float* x, const float* w, const float* b, float* y, bf16* yh, float* mean,
-                  float* rstd, int N) {
-    if (yh) layernorm_forward(stream_, x, w, b, yh, mean, rstd, N, dims_.C, cfg_.ln_eps);
-    else layernorm_forward(stream_, x, w, b, y, mean, rstd, N, dims_.C, cfg_.ln_eps);
+  // LayerNorm of N rows of width C into y (float or bf16).
+  template <class YT>
+  void ln_forward_t(const float* x, const float* w, const float* b, YT* y, float* mean,
+                    float* rstd, int N) {
+    layernorm_forward(stream_, x, w, b, y, mean, rstd, N, dims_.C, cfg_.ln_eps);
+  }
+  // Layer l's two LayerNorms' weight-gradient partials (k = 0: LN1, 1: LN2), fused path only.
+  float* lnpart(int l, int k) const {
+    if (!act_.lnpart) return nullptr;
+    return act_.lnpart + ((size_t)l * 2 + k) * 2 * (size_t)dims_.ln_rows * dims_.C;
   }
 
   // Per-layer views into the arena, fixed at allocation. Slots are sized for the planned
   // batch; an actual batch B uses the first B images' worth of each slot.
   struct Layer {
     float *res, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *lse, *mid, *ln2, *ln2_mean, *ln2_rstd,
-        *fc1_pre, *fc1_act;
-    bf16 *ln1h, *qkvh, *atth, *ln2h, *fc1_preh, *fc1_acth;  // bf16 mode's stores (else nullptr)
+        *fc1_pre, *fc1_act, *dqkv, *dpre;
+    bf16 *ln1h, *qkvh, *atth, *ln2h, *fc1_preh, *fc1_acth, *dqkvh, *dpreh;  // bf16 mode's
   };
+  // Layer l's views in the storage type AT.
+  template <class AT>
+  struct LayerT {
+    float *res, *mid, *ln1_mean, *ln1_rstd, *lse, *ln2_mean, *ln2_rstd;
+    AT *ln1, *qkv, *att, *ln2, *fc1_pre, *fc1_act, *dqkv, *dpre;
+  };
+  template <class AT>
+  LayerT<AT> typed(int l) const {
+    const Layer& A = layer_[l];
+    const AT* t = nullptr;
+    LayerT<AT> r;
+    r.res = A.res;
+    r.mid = A.mid;
+    r.ln1_mean = A.ln1_mean;
+    r.ln1_rstd = A.ln1_rstd;
+    r.lse = A.lse;
+    r.ln2_mean = A.ln2_mean;
+    r.ln2_rstd = A.ln2_rstd;
+    r.ln1 = pick((AT*)t, A.ln1, A.ln1h);
+    r.qkv = pick((AT*)t, A.qkv, A.qkvh);
+    r.att = pick((AT*)t, A.att, A.atth);
+    r.ln2 = pick((AT*)t, A.ln2, A.ln2h);
+    r.fc1_pre = pick((AT*)t, A.fc1_pre, A.fc1_preh);
+    r.fc1_act = pick((AT*)t, A.fc1_act, A.fc1_acth);
+    r.dqkv = pick((AT*)t, A.dqkv, A.dqkvh);
+    r.dpre = pick((AT*)t, A.dpre, A.dpreh);
+    return r;
+  }
   void make_layer_views() {
     const Activations& a = act_;
     const size_t btc = dims_.BTC(), bt = dims_.BT(), btm = dims_.BTM();
@@ -927,10 +1155,60 @@ class CudaModel final : public Model {
                              a.ln1_rstd + L * bt, at(a.qkv, L * 3 * btc), at(a.att, L * btc),
                              a.lse + L * bt * dims_.NH, a.mid + L * btc, at(a.ln2, L * btc),
                              a.ln2_mean + L * bt, a.ln2_rstd + L * bt, at(a.fc1_pre, L * btm),
-                             at(a.fc1_act, L * btm), at(a.ln1h, L * btc),
-                             at(a.qkvh, L * 3 * btc), at(a.atth, L * btc), at(a.ln2h, L * btc),
-                             at(a.fc1_preh, L * btm), at(a.fc1_acth, L * btm)});
+                             at(a.fc1_act, L * btm), at(a.dqkv, L * 3 * btc), at(a.dpre, L * btm),
+                             at(a.ln1h, L * btc), at(a.qkvh, L * 3 * btc), at(a.atth, L * btc),
+                             at(a.ln2h, L * btc), at(a.fc1_preh, L * btm),
+                             at(a.fc1_acth, L * btm), at(a.dqkvh, L * 3 * btc),
+                             at(a.dpreh, L * btm)});
     }
+  }
+
+  // The column sums of the backward's last launch (kernels/reduce.cuh column_sums_many), in a
+  // fixed order: the head bias first (a frozen backbone sums only that one), the patch bias, then
+  // per layer its biases from the stored output gradients and, fused, its LN weight partials.
+  // Also checks the layers' parameters are equally spaced (the batched weight-gradient GEMMs).
+  void upload_sum_jobs() {
+    const ParamLayout& P = layout_;
+    const Dims& d = dims_;
+    block_stride_ = d.L > 1 ? (long long)(P.blocks[1].qkv_w - P.blocks[0].qkv_w) : 0;
+    for (int l = 1; l < d.L; ++l)
+      if ((long long)(P.blocks[l].qkv_w - P.blocks[l - 1].qkv_w) != block_stride_ ||
+          P.blocks[l].fc2_w - P.blocks[l - 1].fc2_w != P.blocks[l].qkv_w - P.blocks[l - 1].qkv_w)
+        throw Error("internal: the layers' parameters are not equally spaced");
+    const bool h = d.bf16;
+    const int ldg = h ? grad_ld_of<bf16>(d.C) : grad_ld_of<float>(d.C);
+    std::vector<ColSumJob> jobs;
+    auto job = [&](const void* a, int ld, int cols, size_t out_off, int mul, int div, int add,
+                   int shift, bool bf) {
+      jobs.push_back(ColSumJob{a, grads_ + out_off, ld, cols, mul, div, add, shift, bf ? 1 : 0});
+      sumjob_cols_ = std::max(sumjob_cols_, cols);
+    };
+    job(act_.dlogits, d.K, d.K, P.head_b, 1, 1, 0, 0, false);  // rows: B
+    // patch bias: rows 1..T-1 of the per-position sums (kernels/patch_embed.cuh)
+    job(patch_embed_possum(act_.scratch) + d.C, d.C, d.C, P.patch_b, 0, 1, d.T - 1, 0, false);
+    for (int l = 0; l < d.L; ++l) {
+      const ParamLayout::Block& b = P.blocks[l];
+      const Layer& A = layer_[l];
+      const void* dqkv = h ? (const void*)A.dqkvh : A.dqkv;
+      const void* dpre = h ? (const void*)A.dpreh : A.dpre;
+      if (cfg_.qkv_bias) job(dqkv, 3 * d.C, 3 * d.C, b.qkv_b, d.T, 1, 0, 0, h);
+      job(A.mid, ldg, d.C, b.proj_b, d.T, 1, 0, 0, h);
+      job(dpre, d.M, d.M, b.fc1_b, d.T, 1, 0, 0, h);
+      job(layer_res(l + 1), ldg, d.C, b.fc2_b, d.T, 1, 0, 0, h);
+      if (d.fused_ln) {
+        // rows: the row blocks of a launch over B*T rows; the bias partials follow the weight's
+        const int bm = gemm_ln::block_rows(d.C);
+        const size_t ln_w[2] = {b.ln1_w, b.ln2_w}, ln_b[2] = {b.ln1_b, b.ln2_b};
+        for (int k = 0; k < 2; ++k) {
+          job(lnpart(l, k), d.C, d.C, ln_w[k], d.T, bm, 0, 0, false);
+          job(lnpart(l, k), d.C, d.C, ln_b[k], d.T, bm, 0, 1, false);
+        }
+      }
+    }
+    if ((int)jobs.size() != d.njobs) throw Error("internal: column-sum job count");
+    CUDA_CHECK(cudaMemcpyAsync(act_.sumjobs, jobs.data(), jobs.size() * sizeof(ColSumJob),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `jobs` is freed on return
   }
 
   void check_batch(int B) const {
@@ -969,6 +1247,8 @@ class CudaModel final : public Model {
                      off += align_up(bytes, ARENA_ALIGN);
                    });
 #endif
+    for (int k = 0; k < 2; ++k)
+      act_.label[k] = (int32_t*)(act_.img[k] + input_label_offset(dims_));
   }
 
   static void name_allocation(const void* p, const char* name) {
@@ -1001,7 +1281,7 @@ class CudaModel final : public Model {
   cudaEvent_t consumed_[2] = {};        // compute is done with input slot s
   cublasHandle_t cublas_ = nullptr;
   GradientReducer* reducer_ = nullptr;  // several ranks: sums the gradients (not owned)
-  cublasLtHandle_t lt_ = nullptr;       // bf16 mode's GEMMs (else nullptr)
+  cublasLtHandle_t lt_ = nullptr;       // the transformer GEMMs (kernels/matmul_lt.cuh)
 
   float* params_ = nullptr;  // (total) flat, ParamLayout order
   float* grads_ = nullptr;   // (total) += by backward()
@@ -1014,9 +1294,11 @@ class CudaModel final : public Model {
   std::vector<Layer> layer_;  // per-layer views into act_
   size_t scratch_floats_ = 0;
   int nspans_ = 0;
+  long long block_stride_ = 0;  // floats between layer l's and layer l+1's parameter tensors
+  int sumjob_cols_ = 0;         // the widest column-sum job
 
-  uint8_t* stage_img_[2] = {};    // pinned (max_batch, Cin, S, S)
-  int32_t* stage_label_[2] = {};  // pinned (max_batch)
+  uint8_t* stage_img_[2] = {};    // pinned input_slot_bytes: (max_batch, Cin, S, S) images, labels
+  int32_t* stage_label_[2] = {};  // (max_batch) inside stage_img_[s]
   int slot_ = 0;
 
   int last_B_ = 0;

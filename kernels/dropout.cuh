@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "common/philox.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
@@ -108,6 +109,41 @@ inline void dropout_residual_forward(cudaStream_t st, const float* res, const fl
 inline void dropout_backward(cudaStream_t st, const float* dy, float* dx, size_t n, float p,
                              uint64_t seed, uint32_t site, DevStep step) {
   dropout_launch(st, nullptr, dy, dx, n, p, seed, site, step);
+}
+
+
+// ---- the backward's stored output gradients --------------------------------------------------
+// dx (N, C; row stride ld) OutT = drop(dy (N, C) contiguous) with the forward's mask of flat
+// index r * C + c. OutT: float, or bf16 (bf16 mode: the GEMMs' operand, rounded once). The
+// backward keeps these per layer for the weight-gradient GEMMs (host/cuda_model.cu), in the
+// storage of a dead FP32 activation of the same rows (a bf16 row then uses ld = 2C, so row r
+// stays inside the float row r). dx must not alias dy.
+// A thread per element (grid-stride); one Philox call per element (these run once or twice per
+// step: the top layer's and, without the fused LayerNorm backward, per layer).
+template <class OutT>
+static __global__ void __launch_bounds__(256) dropout_backward_rows_kernel(
+    const float* __restrict__ dy, OutT* __restrict__ dx, size_t N, int C, size_t ld, float p,
+    float scale, uint64_t seed, uint32_t site, DevStep step_arg) {
+  const uint64_t step = step_arg;
+  const size_t n = N * (size_t)C;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / C, c = i % C;
+    float v = dy[i];
+    if (p > 0.0f) v *= dropout_keep(seed, site, step, i, p) ? scale : 0.0f;
+    store1(dx + r * ld + c, v);
+  }
+}
+
+template <class OutT>
+inline void dropout_backward_rows(cudaStream_t st, const float* dy, OutT* dx, size_t N, int C,
+                                  size_t ld, float p, uint64_t seed, uint32_t site, DevStep step) {
+  if (N == 0 || C <= 0) return;
+  if (!(p >= 0.0f && p < 1.0f))
+    throw Error("dropout: probability " + std::to_string(p) + " outside [0, 1)");
+  if (ld < (size_t)C) throw Error("dropout_backward_rows: row stride smaller than the width");
+  LAUNCH(dropout_backward_rows_kernel<OutT>, grid_stride_blocks(N * C, 256), 256, 0, st, dy, dx,
+         N, C, ld, p, 1.0f / (1.0f - p), seed, site, step);
 }
 
 }  // namespace vit

@@ -43,9 +43,9 @@ static __device__ __forceinline__ float gelu_grad(float x, Gelu g) {
          x * 0.3989422804014327f * expf(-0.5f * x * x);
 }
 
-template <bool VEC, class YT>
+template <bool VEC, class YT, class PT>
 static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* x, YT* y, size_t n, Gelu g,
-                                                                  bf16* pre16) {
+                                                                  PT* pre16) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
        q += (size_t)gridDim.x * blockDim.x) {
@@ -68,8 +68,8 @@ static __global__ void __launch_bounds__(256) gelu_forward_kernel(const floatX* 
   }
 }
 
-template <bool VEC, class PT>
-static __global__ void __launch_bounds__(256) gelu_backward_kernel(const floatX* dy, const PT* pre, floatX* dx,
+template <bool VEC, class PT, class DT>
+static __global__ void __launch_bounds__(256) gelu_backward_kernel(const floatX* dy, const PT* pre, DT* dx,
                                             size_t n, Gelu g) {
   const size_t groups = (n + 3) / 4;
   for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < groups;
@@ -83,50 +83,57 @@ static __global__ void __launch_bounds__(256) gelu_backward_kernel(const floatX*
       o.y = d.y * gelu_grad(p.y, g);
       o.z = d.z * gelu_grad(p.z, g);
       o.w = d.w * gelu_grad(p.w, g);
-      *reinterpret_cast<float4*>(dx + i) = o;
+      store4(dx + i, o);
     } else {
-      for (size_t j = i; j < i + 4 && j < n; ++j) dx[j] = (float)dy[j] * gelu_grad((float)pre[j], g);
+      for (size_t j = i; j < i + 4 && j < n; ++j)
+        store1(dx + j, (float)dy[j] * gelu_grad((float)pre[j], g));
     }
   }
 }
 
 // y (n) = gelu(x) (=). In place (y == x) is fine. y: float, or bf16 (--precision bf16), and
-// then optionally pre16 (n) = bf16(x) (=; must not alias x).
+// optionally pre16 (n) = x stored in y's type (=; must not alias x): the saved pre-activation.
 template <class YT>
-inline void gelu_forward_t(cudaStream_t st, const float* x, YT* y, size_t n, Gelu g, bf16* pre16) {
+inline void gelu_forward_t(cudaStream_t st, const float* x, YT* y, size_t n, Gelu g, YT* pre16) {
   if (n == 0) return;
   if (aligned16(x) && aligned_store4(y) && (!pre16 || aligned_store4(pre16)))
-    LAUNCH((gelu_forward_kernel<true, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g,
+    LAUNCH((gelu_forward_kernel<true, YT, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g,
            pre16);
   else
-    LAUNCH((gelu_forward_kernel<false, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g,
+    LAUNCH((gelu_forward_kernel<false, YT, YT>), elementwise_grid(n, 256), 256, 0, st, x, y, n, g,
            pre16);
 }
-inline void gelu_forward(cudaStream_t st, const float* x, float* y, size_t n, Gelu g) {
-  gelu_forward_t(st, x, y, n, g, (bf16*)nullptr);
+inline void gelu_forward(cudaStream_t st, const float* x, float* y, size_t n, Gelu g,
+                         float* pre = nullptr) {
+  gelu_forward_t(st, x, y, n, g, pre);
 }
 inline void gelu_forward(cudaStream_t st, const float* x, bf16* y, size_t n, Gelu g,
                          bf16* pre16 = nullptr) {
   gelu_forward_t(st, x, y, n, g, pre16);
 }
 
-// dx (n) = dy * gelu'(pre_act) (=). dx may alias dy. pre_act: float, or bf16 (bf16 mode).
-template <class PT>
-inline void gelu_backward_t(cudaStream_t st, const float* dy, const PT* pre_act, float* dx,
+// dx (n) = dy * gelu'(pre_act) (=). dx may alias dy. pre_act: float, or bf16 (bf16 mode); dx:
+// float, or bf16 (bf16 mode: the FC1 output gradient the GEMMs read, rounded once).
+template <class PT, class DT = float>
+inline void gelu_backward_t(cudaStream_t st, const float* dy, const PT* pre_act, DT* dx,
                             size_t n, Gelu g) {
   if (n == 0) return;
-  if (aligned16(dy) && aligned_store4(pre_act) && aligned16(dx))
-    LAUNCH((gelu_backward_kernel<true, PT>), elementwise_grid(n, 256), 256, 0, st, dy, pre_act,
-           dx, n, g);
+  if (aligned16(dy) && aligned_store4(pre_act) && aligned_store4(dx))
+    LAUNCH((gelu_backward_kernel<true, PT, DT>), elementwise_grid(n, 256), 256, 0, st, dy,
+           pre_act, dx, n, g);
   else
-    LAUNCH((gelu_backward_kernel<false, PT>), elementwise_grid(n, 256), 256, 0, st, dy, pre_act,
-           dx, n, g);
+    LAUNCH((gelu_backward_kernel<false, PT, DT>), elementwise_grid(n, 256), 256, 0, st, dy,
+           pre_act, dx, n, g);
 }
 inline void gelu_backward(cudaStream_t st, const float* dy, const float* pre_act, float* dx,
                           size_t n, Gelu g) {
   gelu_backward_t(st, dy, pre_act, dx, n, g);
 }
 inline void gelu_backward(cudaStream_t st, const float* dy, const bf16* pre_act, float* dx,
+                          size_t n, Gelu g) {
+  gelu_backward_t(st, dy, pre_act, dx, n, g);
+}
+inline void gelu_backward(cudaStream_t st, const float* dy, const bf16* pre_act, bf16* dx,
                           size_t n, Gelu g) {
   gelu_backward_t(st, dy, pre_act, dx, n, g);
 }

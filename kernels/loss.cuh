@@ -31,12 +31,21 @@ namespace vit {
 
 constexpr int XENT_WARPS = 16;
 
+// The first step with a NaN/Inf loss since the last reset (below: track_nonfinite; the
+// cross-entropy kernel keeps the same record when given one).
+struct NonFiniteRecord {
+  long long step;  // -1: every loss finite since the last reset
+  float loss;
+};
+
 static __global__ void __launch_bounds__(XENT_WARPS * 32) xent_forward_backward_kernel(const floatX* __restrict__ logits,
                                                     const int32_t* __restrict__ labels,
                                                     float* __restrict__ losses,
                                                     floatX* __restrict__ dlogits,
                                                     double* __restrict__ metrics, int B, int K,
-                                                    float smoothing, float grad_scale) {
+                                                    float smoothing, float grad_scale,
+                                                    NonFiniteRecord* __restrict__ rec,
+                                                    DevStep step) {
   __shared__ float s_loss[XENT_WARPS], s_correct[XENT_WARPS];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float loss_sum = 0.0f, correct_sum = 0.0f;  // this warp's rows, in row order
@@ -88,7 +97,8 @@ static __global__ void __launch_bounds__(XENT_WARPS * 32) xent_forward_backward_
     correct_sum += (am == y) ? 1.0f : 0.0f;
   }
 
-  if (metrics == nullptr) return;  // uniform across the block: no barrier is skipped by some
+  // uniform across the block: no barrier is skipped by some
+  if (metrics == nullptr && rec == nullptr) return;
   if (lane == 0) {
     s_loss[warp] = loss_sum;
     s_correct[warp] = correct_sum;
@@ -100,19 +110,29 @@ static __global__ void __launch_bounds__(XENT_WARPS * 32) xent_forward_backward_
       l += s_loss[w];
       c += s_correct[w];
     }
-    metrics[0] += (double)l;
-    metrics[1] += (double)c;
+    if (metrics) {
+      metrics[0] += (double)l;
+      metrics[1] += (double)c;
+    }
+    // The batch's loss sum is not finite when any image's loss is NaN/Inf: record the first
+    // such step (track_nonfinite's rule, without its launch).
+    if (rec && !isfinite(l) && rec->step < 0) {
+      rec->step = (long long)(uint64_t)step;
+      rec->loss = l;
+    }
   }
 }
 
-// losses (B) =, dlogits (B, K) = (when not nullptr), metrics (2) += (when not nullptr).
+// losses (B) =, dlogits (B, K) = (when not nullptr), metrics (2) += (when not nullptr), rec as
+// track_nonfinite(losses, B, step, rec) would leave it (when not nullptr).
 inline void xent_forward_backward(cudaStream_t st, const float* logits, const int32_t* labels,
                                   float* losses, float* dlogits, double* metrics, int B, int K,
-                                  float smoothing, float grad_scale) {
+                                  float smoothing, float grad_scale,
+                                  NonFiniteRecord* rec = nullptr, DevStep step = DevStep()) {
   if (B <= 0) return;
   if (K <= 0) throw Error("xent_forward_backward: number of classes must be positive");
   LAUNCH(xent_forward_backward_kernel, 1, XENT_WARPS * 32, 0, st, logits, labels, losses, dlogits,
-         metrics, B, K, smoothing, grad_scale);
+         metrics, B, K, smoothing, grad_scale, rec, step);
 }
 
 // ---- non-finite loss tracking ----------------------------------------------------------------
@@ -120,10 +140,6 @@ inline void xent_forward_backward(cudaStream_t st, const float* logits, const in
 // back every step. After each forward, one warp sums the batch's losses (NaN or Inf in any
 // image makes the sum non-finite) and, if the sum is not finite and nothing was recorded yet,
 // records the step and the sum. Reset by setting step to -1 (memset 0xFF).
-struct NonFiniteRecord {
-  long long step;  // -1: every loss finite since the last reset
-  float loss;
-};
 
 static __global__ void __launch_bounds__(32) track_nonfinite_kernel(const float* __restrict__ losses, int B, DevStep step,
                                        NonFiniteRecord* rec) {

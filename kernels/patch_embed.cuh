@@ -27,7 +27,9 @@
 #include <type_traits>
 
 #include "common/error.h"
+#include "common/philox.h"
 #include "kernels/common.cuh"
+#include "kernels/precision.cuh"
 #include "kernels/reduce.cuh"
 
 namespace vit {
@@ -68,10 +70,50 @@ static __global__ void __launch_bounds__(256) patch_embed_epilogue_kernel(floatX
   }
 }
 
+// The epilogue above, then the embedding dropout (mask of flat index i, kernels/dropout.cuh;
+// p == 0: none) in place, then the first layer's LayerNorm of each row: y (B*T, C) YT, mean /
+// rstd (B*T). One warp per row (a row is 64..768 floats): the LayerNorm's row statistics are
+// warp shuffles, two-pass as kernels/layernorm.cuh; each lane re-reads only what it wrote.
+template <class YT>
+static __global__ void __launch_bounds__(256) patch_embed_epilogue_ln_kernel(
+    float* __restrict__ out, const float* __restrict__ bias, const float* __restrict__ cls,
+    const float* __restrict__ pos, int B, int T, int C, float p, float scale, uint64_t seed,
+    uint32_t site, DevStep step_arg, const float* __restrict__ w, const float* __restrict__ b,
+    float eps, YT* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd) {
+  const uint64_t step = step_arg;
+  const int lane = threadIdx.x % 32;
+  const size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= (size_t)B * T) return;  // the whole warp leaves together
+  const int t = (int)(row % T);
+  float* xr = out + row * C;
+  float s = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    float v = t == 0 ? cls[c] + pos[c] : (xr[c] + bias[c]) + pos[(size_t)t * C + c];
+    if (p > 0.0f) v *= dropout_keep(seed, site, step, row * C + c, p) ? scale : 0.0f;
+    xr[c] = v;
+    s += v;
+  }
+  const float m = warp_sum(s) / (float)C;
+  float ss = 0.0f;
+  for (int c = lane; c < C; c += 32) {
+    const float d = xr[c] - m;
+    ss += d * d;
+  }
+  const float r = 1.0f / sqrtf(warp_sum(ss) / (float)C + eps);
+  YT* yr = y + row * C;
+  for (int c = lane; c < C; c += 32) store1(yr + c, (xr[c] - m) * r * w[c] + b[c]);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
 // A thread per (t, c): S = sum_b dout[b, t, c] in b order; dpos[t, c] += S; dcls[c] += S for
-// t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous.
-static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const floatX* __restrict__ dout,
-                                                  floatX* __restrict__ dpos,
+// t = 0; possum (T, C) = S; gathered (B*N, C) = dout's patch rows, contiguous. dout: float or
+// bf16 (bf16 mode's stored gradient), rows ld elements apart.
+template <class DT>
+static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const DT* __restrict__ dout,
+                                                  int ld, floatX* __restrict__ dpos,
                                                   floatX* __restrict__ dcls,
                                                   float* __restrict__ possum,
                                                   float* __restrict__ gathered, int B, int T,
@@ -82,7 +124,7 @@ static __global__ void __launch_bounds__(256) patch_embed_bwd_sum_kernel(const f
   const int t = (int)(tc / C), c = (int)(tc % C);
   float s = 0.0f;
   for (int b = 0; b < B; ++b) {
-    const float v = (float)dout[(size_t)b * T * C + tc];
+    const float v = (float)dout[((size_t)b * T + t) * ld + c];
     s += v;
     if (t > 0) gathered[((size_t)b * N + (t - 1)) * C + c] = v;
   }
@@ -149,25 +191,68 @@ inline void patch_embed_forward(cublasHandle_t h, cudaStream_t st, const XT* x, 
   patch_embed_forward_from(h, st, x, w, b, cls, pos, cols, out, B, Cin, H, p, C);
 }
 
-// dw (C, K) +=, db (C) +=, dcls (C) +=, dpos (T, C) +=.
-// scratch: patch_embed_scratch_floats(B, Cin, H, p, C) floats.
-inline void patch_embed_backward(cublasHandle_t h, cudaStream_t st, const float* dout,
-                                 const float* cols, float* dw, float* db, float* dcls, float* dpos,
-                                 float* scratch, int B, int Cin, int H, int p, int C) {
+// The embedding and everything up to the first layer's LayerNorm in three launches: im2col, the
+// GEMM, and one row kernel for the bias/CLS/position epilogue + dropout (p, seed, site, step) +
+// LayerNorm (w, b, eps) -> out (B, T, C) = the residual stream entering layer 0, y (B, T, C) YT
+// its LayerNorm, mean/rstd (B*T). XT: float or __half images.
+template <class XT, class YT>
+inline void patch_embed_forward_ln(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
+                                   const float* bias, const float* cls, const float* pos,
+                                   float* cols, float* out, int B, int Cin, int H, int p, int C,
+                                   float p_drop, uint64_t seed, uint32_t site, DevStep step,
+                                   const float* ln_w, const float* ln_b, float eps, YT* y,
+                                   float* mean, float* rstd) {
+  patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
+  if (B == 0) return;
+  if (!(p_drop >= 0.0f && p_drop < 1.0f))
+    throw Error("patch_embed_forward: dropout probability " + std::to_string(p_drop) +
+                " outside [0, 1)");
+  const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
+  LAUNCH(im2col_kernel<XT>, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
+         H, p);
+  const float one = 1.0f, zero = 0.0f;
+  CUBLAS_CHECK(cublasSetStream(h, st));
+  // As patch_embed_forward_from: per image, out_b's patch rows = W cols_b^T (CLS rows skipped).
+  CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, C, N, K, &one, w, K, 0, cols,
+                                         K, (long long)N * K, &zero, out + C, C,
+                                         (long long)T * C, B));
+  const size_t rows = (size_t)B * T;
+  LAUNCH(patch_embed_epilogue_ln_kernel<YT>, ceil_div(rows, 8), 256, 0, st, out, bias, cls, pos, B,
+         T, C, p_drop, 1.0f / (1.0f - p_drop), seed, site, step, ln_w, ln_b, eps, y, mean, rstd);
+}
+
+// The per-position sums S (T, C) patch_embed_backward leaves at the start of its scratch: with
+// db == nullptr the caller adds rows 1..T-1 into the bias gradient itself (the CUDA model does it
+// with every other bias gradient, in one launch: kernels/reduce.cuh column_sums_many).
+inline float* patch_embed_possum(float* scratch) { return scratch; }
+
+// dw (C, K) +=, db (C) += (when not nullptr), dcls (C) +=, dpos (T, C) +=. dout (B, T, C) rows
+// ld_dout elements apart (float, or bf16). scratch: patch_embed_scratch_floats(B, Cin, H, p, C).
+template <class DT>
+inline void patch_embed_backward_t(cublasHandle_t h, cudaStream_t st, const DT* dout, int ld_dout,
+                                   const float* cols, float* dw, float* db, float* dcls,
+                                   float* dpos, float* scratch, int B, int Cin, int H, int p,
+                                   int C) {
   patch_embed_check("patch_embed_backward", B, Cin, H, p, C);
   if (B == 0) return;
+  if (ld_dout < C) throw Error("patch_embed_backward: dout row stride smaller than the width");
   const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
-  float* gathered = scratch;                  // (B*N, C)
-  float* possum = scratch + (size_t)B * N * C;  // (T, C)
-  LAUNCH(patch_embed_bwd_sum_kernel, ceil_div((size_t)T * C, 256), 256, 0, st, dout, dpos, dcls,
-         possum, gathered, B, T, C);
-  LAUNCH(patch_embed_bwd_bias_kernel, ceil_div(C, 256), 256, 0, st, possum, db, T, C);
+  float* possum = patch_embed_possum(scratch);  // (T, C)
+  float* gathered = scratch + (size_t)T * C;    // (B*N, C)
+  LAUNCH(patch_embed_bwd_sum_kernel<DT>, ceil_div((size_t)T * C, 256), 256, 0, st, dout, ld_dout,
+         dpos, dcls, possum, gathered, B, T, C);
+  if (db) LAUNCH(patch_embed_bwd_bias_kernel, ceil_div(C, 256), 256, 0, st, possum, db, T, C);
   const float one = 1.0f;
   CUBLAS_CHECK(cublasSetStream(h, st));
   // dw^T (K x C, ld K) += cols^T (K x B*N, ld K) * gathered (B*N x C) = op_T(gathered^T (C x B*N,
   // ld C)).
   CUBLAS_CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_T, K, C, B * N, &one, cols, K, gathered, C,
                            &one, dw, K));
+}
+inline void patch_embed_backward(cublasHandle_t h, cudaStream_t st, const float* dout,
+                                 const float* cols, float* dw, float* db, float* dcls, float* dpos,
+                                 float* scratch, int B, int Cin, int H, int p, int C) {
+  patch_embed_backward_t(h, st, dout, C, cols, dw, db, dcls, dpos, scratch, B, Cin, H, p, C);
 }
 
 }  // namespace vit

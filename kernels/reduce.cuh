@@ -103,4 +103,64 @@ inline unsigned elementwise_grid(size_t n, int block) {
   return grid_stride_blocks((n + 3) / 4, block);
 }
 
+
+// ---- many column sums in one launch (the step's bias and LayerNorm weight gradients) ---------
+// The backward keeps every layer's GEMM output gradients (host/cuda_model.cu), so the bias
+// gradients of all layers, and the LayerNorm weight/bias gradients from the per-block partials
+// of the fused GEMM+LayerNorm backward (kernels/gemm_ln.cuh), are column sums that can all run
+// at the end of the backward, in one launch: a job per (matrix, output vector).
+// Rows of a job at batch B images: ceil(B * rows_mul / rows_div) + rows_add (the batch is a
+// launch argument, the jobs are uploaded once). `shift` moves the start `shift` x rows rows down
+// (the second half of a buffer whose halves are `rows` rows each: the LN bias partials).
+struct ColSumJob {
+  const void* a;  // (rows, cols), row stride ld; float, or bf16 when `bf16`
+  float* out;     // (cols) +=
+  int ld, cols;
+  int rows_mul, rows_div, rows_add, shift;
+  int bf16;
+};
+
+__host__ __device__ inline int colsum_job_rows(const ColSumJob& j, int B) {
+  return (int)(((long long)B * j.rows_mul + j.rows_div - 1) / j.rows_div) + j.rows_add;
+}
+
+// Block (32, 8) = 32 columns of job blockIdx.y: thread (tx, ty) adds rows ty, ty+8, ... in order
+// (32 consecutive columns per warp: coalesced), then the 8 row-lanes are added in ty order. A
+// fixed shape: the same bits every run.
+static __global__ void __launch_bounds__(256) colsum_many_kernel(const ColSumJob* __restrict__ jobs,
+                                                                 int B) {
+  __shared__ float acc[8][33];
+  const ColSumJob j = jobs[blockIdx.y];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int c = blockIdx.x * 32 + tx;
+  const int rows = colsum_job_rows(j, B);
+  float s = 0.0f;
+  if (c < j.cols) {
+    const size_t first = (size_t)j.shift * rows;
+    if (j.bf16) {
+      const __nv_bfloat16* a = (const __nv_bfloat16*)j.a;
+      for (int r = ty; r < rows; r += 8) s += __bfloat162float(a[(first + r) * j.ld + c]);
+    } else {
+      const float* a = (const float*)j.a;
+      for (int r = ty; r < rows; r += 8) s += a[(first + r) * j.ld + c];
+    }
+  }
+  acc[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && c < j.cols) {
+    float t = 0.0f;
+    for (int k = 0; k < 8; ++k) t += acc[k][tx];
+    j.out[c] += t;
+  }
+}
+
+// Every job's out += its column sums. jobs: device array of njobs (uploaded by the caller);
+// max_cols: the widest job. Jobs must not share an `out` element (they run concurrently).
+inline void column_sums_many(cudaStream_t st, const ColSumJob* jobs, int njobs, int max_cols,
+                             int B) {
+  if (njobs <= 0 || max_cols <= 0) return;
+  if (njobs > 65535) throw Error("column_sums_many: more than 65535 jobs");
+  LAUNCH(colsum_many_kernel, dim3(ceil_div(max_cols, 32), njobs), dim3(32, 8), 0, st, jobs, B);
+}
+
 }  // namespace vit

@@ -64,28 +64,36 @@ int launches_of(const std::vector<StepOp>& ops, StepOp::Kind k) {
 }  // namespace
 
 TEST(StepModel, LaunchCountsMatchTheCudaModelsStep) {
-  // Counted by hand from host/cuda_model.cu (basic: dropout on, qkv bias, no final LN):
-  // forward: input, im2col, patch epilogue, embed dropout (4) + 12 x [2 LN, qkv bias, attention,
-  // proj bias, 2 dropout+residual, fc1 bias+gelu, fc2 bias] (108) + head bias, xent, non-finite
-  // (3) = 115 kernels; backward: head bias grad (2) + 12 x [2 dropout bwd, 4 bias-grad pairs (8),
-  // gelu bwd, 2 LN bwd x 3, 2 attention] (228) + embed dropout bwd, patch sums, patch bias (3) =
-  // 233; optimizer: Adam (1), which also zeroes the gradients (no zero_grad memset); the
-  // gradient norm (2) only when clipping. GEMMs: forward 1 + 12 x 4 + 1, backward 2 + 12 x 8 + 1.
-  // Memsets: dres. Copies: images, labels. (tests/test_step_graph.cu counts a real step.)
+  // Counted by hand from host/cuda_model.cu (basic: dropout on, qkv bias, tanh GELU, no final
+  // LN, hidden 256: the fused GEMM + LayerNorm kernels).
+  // cuBLAS(Lt) calls: forward patch GEMM, 12 x [qkv (+bias), fc1 (+bias+GELU)], head (+bias) =
+  // 26; backward 12 x [fc2 dx (+dGELU), proj dx] + patch dW + 4 weight-gradient GEMMs batched
+  // over the layers = 29.
+  // Fused GEMM kernels: 12 x [proj+residual+LN2, fc2+residual+LN1, fc1 dx+LN2 bwd, qkv dx+LN1
+  // bwd] + the head's backward (dx, dW, dres and the top fc2 dy in one kernel) = 49.
+  // Other kernels: forward input, im2col, patch epilogue+dropout+LN1 (3) + 12 attention + the
+  // cross-entropy with the non-finite check (1) = 16; backward 12 x 2 attention +
+  // patch sums + one launch of column sums for every bias and LN gradient = 26; Adam (1), which
+  // also zeroes the gradients; the gradient norm (2) only when clipping.
+  // No memset; one copy (images and labels). (tests/test_step_graph.cu counts a real step.)
   std::vector<StepOp> b = step_ops(preset("basic"), 64, Precision::Tf32);
-  EXPECT_EQ(launches_of(b, StepOp::Gemm), 149);
-  EXPECT_EQ(launches_of(b, StepOp::Memset), 1);
-  EXPECT_EQ(launches_of(b, StepOp::Copy), 2);
-  EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 349);
+  EXPECT_EQ(launches_of(b, StepOp::Gemm), 55);
+  EXPECT_EQ(launches_of(b, StepOp::KernelGemm), 49);
+  EXPECT_EQ(launches_of(b, StepOp::Memset), 0);
+  EXPECT_EQ(launches_of(b, StepOp::Copy), 1);
+  EXPECT_EQ(launches_of(b, StepOp::Memory) + launches_of(b, StepOp::Attention), 43);
+  EXPECT_EQ(step_time(b, Precision::Tf32, named_gpus()[1]).launches, 148);
   std::vector<StepOp> bc = step_ops(preset("basic"), 64, Precision::Tf32, /*clip_grad=*/true);
-  EXPECT_EQ(launches_of(bc, StepOp::Memory) + launches_of(bc, StepOp::Attention), 351);
-  // vit-b16: no dropout (-1 forward, -25 backward kernels), final LN (+1 forward, +3 backward
-  // kernels, +1 memset).
+  EXPECT_EQ(launches_of(bc, StepOp::Memory) + launches_of(bc, StepOp::Attention), 45);
+  // vit-b16: final LN (head dx / dW as GEMMs, +2 memsets, the final LN backward's 3 kernels and
+  // the top layer's dropout-backward kernel instead of the fused head backward), erf GELU (+12
+  // GELU forward, +12 GELU backward kernels).
   std::vector<StepOp> v = step_ops(preset("vit-b16"), 32, Precision::Bf16);
-  EXPECT_EQ(launches_of(v, StepOp::Gemm), 149);
+  EXPECT_EQ(launches_of(v, StepOp::Gemm), 57);
+  EXPECT_EQ(launches_of(v, StepOp::KernelGemm), 48);
   EXPECT_EQ(launches_of(v, StepOp::Memset), 2);
-  EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 327);
-  EXPECT_EQ(step_time(v, Precision::Bf16, named_gpus()[1]).launches, 480);
+  EXPECT_EQ(launches_of(v, StepOp::Memory) + launches_of(v, StepOp::Attention), 71);
+  EXPECT_EQ(step_time(v, Precision::Bf16, named_gpus()[1]).launches, 179);
 }
 
 TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
@@ -96,7 +104,7 @@ TEST(StepModel, GemmFlopsAddUpToTheCostModelsMatmulFlops) {
     StepCost s = step_cost(c, 8);
     double gemm = 0;
     for (const StepOp& op : step_ops(c, 8, Precision::Fp32))
-      if (op.kind == StepOp::Gemm) gemm += op.count * op.flops;
+      if (op.kind == StepOp::Gemm || op.kind == StepOp::KernelGemm) gemm += op.count * op.flops;
     EXPECT_NEAR(gemm, s.train.total() - s.train.attention, 1e-9 * gemm) << p;
   }
 }
@@ -113,22 +121,29 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
     ADD_FAILURE() << "no op " << name;
     return ops[0];
   };
-  // fc1: (B*T x C)(C x M): 2*68*128*64 FLOPs; reads x and W, writes y, 4 bytes each.
-  EXPECT_DOUBLE_EQ(find("fc1 gemm").flops, 2.0 * 68 * 128 * 64);
-  EXPECT_DOUBLE_EQ(find("fc1 gemm").bytes, 4.0 * (68 * 64 + 64 * 128 + 68 * 128));
-  EXPECT_EQ(find("fc1 gemm").count, 2);
+  // fc1: (B*T x C)(C x M): 2*68*128*64 FLOPs; reads x and W, writes the GELU output and (the
+  // epilogue's aux) the pre-activation, 4 bytes each.
+  const std::string fc1 = "fc1 gemm (+bias+gelu)";
+  EXPECT_DOUBLE_EQ(find(fc1).flops, 2.0 * 68 * 128 * 64);
+  EXPECT_DOUBLE_EQ(find(fc1).bytes, 4.0 * (68 * 64 + 64 * 128 + 2 * 68 * 128));
+  EXPECT_EQ(find(fc1).count, 2);
   // The same GEMM in BF16 moves half the bytes.
   std::vector<StepOp> bf = step_ops(c, B, Precision::Bf16);
   for (const StepOp& op : bf)
-    if (op.name == "fc1 gemm") EXPECT_DOUBLE_EQ(op.bytes, 2.0 * (68 * 64 + 64 * 128 + 68 * 128));
+    if (op.name == fc1) {
+      EXPECT_DOUBLE_EQ(op.bytes, 2.0 * (68 * 64 + 64 * 128 + 2 * 68 * 128));
+    }
   // Adam reads p, g, m, v and writes p, m, v and g = 0: 32 bytes per parameter.
   EXPECT_DOUBLE_EQ(find("adam").bytes, 32.0 * ParamLayout(c).count());
-  // The input copies: uint8 images and int32 labels.
-  EXPECT_DOUBLE_EQ(find("input copy (images)").bytes, 4.0 * 3 * 32 * 32);
-  EXPECT_DOUBLE_EQ(find("input copy (labels)").bytes, 4.0 * 4);
-  // LayerNorm forward: reads and writes (B, T, C) and writes mean/rstd; 2 per layer.
-  EXPECT_DOUBLE_EQ(find("layernorm fwd").bytes, 2 * n * 4 + 2 * bt * 4);
-  EXPECT_EQ(find("layernorm fwd").count, 4);
+  // The input copy: uint8 images and int32 labels in one.
+  EXPECT_DOUBLE_EQ(find("input copy").bytes, 4.0 * 3 * 32 * 32 + 4.0 * 4);
+  // proj + dropout + residual + LN2 in one kernel: the GEMM's operands, then reads the residual
+  // and writes the stream (FP32), writes the LN output and its mean/rstd; one per layer.
+  const StepOp& proj = find("proj gemm+residual+ln2");
+  EXPECT_EQ(proj.kind, StepOp::KernelGemm);
+  EXPECT_DOUBLE_EQ(proj.flops, 2.0 * 68 * 64 * 64);
+  EXPECT_DOUBLE_EQ(proj.bytes, 4.0 * (68 * 64 + 64 * 64) + 2 * n * 4 + n * 4 + 2 * bt * 4);
+  EXPECT_EQ(proj.count, 2);
   // Attention pads T = 17 to 32: B*NH*32*32 (query, key) pairs, 2*hd + 16 instructions each.
   EXPECT_DOUBLE_EQ(find("attention fwd").flops, 4.0 * 2 * 32 * 32 * (2 * 32 + 16));
 
@@ -137,6 +152,7 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   ModelAssumptions a;
   a.gemm_efficiency = a.mem_efficiency = a.attn_efficiency = 1;
   a.launch_us = 3, a.node_gap_us = 1, a.graph_launch_us = 10;
+  a.kernel_gemm_efficiency = 0.5;
   std::vector<StepOp> two = {
       {StepOp::Gemm, "g", 2, 4e9, 1e6},         // 4 ms of FP32 compute vs 10 us of bytes
       {StepOp::Memory, "m", 3, 0, 1e5},         // 1 us of bytes: shorter than a launch
@@ -152,6 +168,10 @@ TEST(StepModel, ArithmeticOnATinyConfig) {
   // TF32 runs the GEMM 4x faster on this GPU, BF16 8x; the memory op does not change.
   EXPECT_DOUBLE_EQ(step_time(two, Precision::Tf32, g, a).gemm_s, 2 * 1e-3);
   EXPECT_DOUBLE_EQ(step_time(two, Precision::Bf16, g, a).gemm_s, 2 * 0.5e-3);
+  // Our fused GEMM kernels (StepOp::KernelGemm) at their own efficiency: 4e9 FLOPs at 0.5 x
+  // 1e12 FLOP/s = 8 ms, booked with the GEMMs.
+  std::vector<StepOp> kg = {{StepOp::KernelGemm, "k", 1, 4e9, 1e6}};
+  EXPECT_DOUBLE_EQ(step_time(kg, Precision::Fp32, g, a).gemm_s, 8e-3);
   // A host -> device copy runs at the assumed link rate, not DRAM's: 25 KB at 25 GB/s = 1 us.
   a.h2d_bandwidth = 25e9;
   std::vector<StepOp> copy = {{StepOp::Copy, "c", 1, 0, 25e3}};
