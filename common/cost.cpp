@@ -282,13 +282,15 @@ std::string cost_report(const Config& c, const std::string& preset_name, int bat
         50 * t * steps);
   }
   const ModelAssumptions a;
-  add("  step-time model: the sum of every launch's estimate (GEMMs at %.0f%% of the precision's "
-      "peak, other kernels' bytes at %.0f%% of DRAM bandwidth, attention's FP32 instructions at "
-      "%.0f%% of issue rate; %.1f us GPU gap after every launch; eager: an op costs at least "
-      "%.1f us of host launch time; graph: one %.0f us launch). bf16 prices every activation in BF16 and BF16 GEMMs (--precision bf16 keeps the residual stream FP32 today) with the FP32 attention kernel; "
+  add("  step-time model: the sum of every launch's estimate (cuBLAS GEMMs at %.0f%% of the "
+      "precision's peak, our fused GEMM + LayerNorm kernels at %.0f%%, other kernels' bytes at "
+      "%.0f%% of DRAM bandwidth, attention's FP32 instructions at %.0f%% of issue rate; %.1f us "
+      "GPU gap after every launch; eager: an op costs at least %.1f us of host launch time; "
+      "graph: one %.0f us launch). bf16 prices every activation in BF16 and BF16 GEMMs "
+      "(--precision bf16 keeps the residual stream FP32 today) with the FP32 attention kernel; "
       "FP32 attention:\n",
-      100 * a.gemm_efficiency, 100 * a.mem_efficiency, 100 * a.attn_efficiency, a.node_gap_us,
-      a.launch_us, a.graph_launch_us);
+      100 * a.gemm_efficiency, 100 * a.kernel_gemm_efficiency, 100 * a.mem_efficiency,
+      100 * a.attn_efficiency, a.node_gap_us, a.launch_us, a.graph_launch_us);
   add("    %-14s %-5s %8s %8s %8s %8s %9s %9s %9s\n", "GPU", "prec", "launches", "gemm ms",
       "mem ms", "attn ms", "eager ms", "graph ms", "floor ms");
   for (const GpuSpec& g : named_gpus())
