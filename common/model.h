@@ -139,7 +139,9 @@ class Model {
   virtual void forward(const uint8_t* images, const int32_t* labels, int B, bool train,
                        uint64_t step) = 0;
   // After forward(train=true): parameter gradients += d(loss)/d(param) (accumulate, so
-  // micro-batches add up; zero_grad() clears them).
+  // micro-batches add up; zero_grad() clears them). Once per forward: the CUDA model's backward
+  // stores its output gradients over activations it has consumed, so it throws vit::Error
+  // when called again without a new forward() (or after train_step()).
   virtual void backward() = 0;
   virtual void zero_grad() = 0;
   // Gradients *= grad_scale (e.g. 1/accum_steps), clip to the global norm (if set), then one

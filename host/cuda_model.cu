@@ -471,6 +471,9 @@ class CudaModel final : public Model {
     if (!have_forward_) throw Error("CudaModel::backward() needs a forward() first");
     issue_backward(last_B_, last_train_, last_step_);
     grads_zero_ = false;
+    // The backward stores its output gradients over activations it has consumed (mid, res):
+    // the next backward needs the next forward.
+    have_forward_ = false;
   }
 
   void zero_grad() override {
@@ -586,7 +589,7 @@ class CudaModel final : public Model {
     last_B_ = mb[n - 1].count;
     last_step_ = mb[n - 1].step;
     last_train_ = true;
-    have_forward_ = true;
+    have_forward_ = false;  // the graph ran the backward too (see backward())
     metric_count_ += total;
     last_clipped_ = o.clip_grad > 0;
     grads_zero_ = nspans_ > 0;

@@ -607,6 +607,25 @@ TEST(CudaModel, RejectsBatchLargerThanPlanned) {
   EXPECT_THROW(m->backward(), Error) << "backward before any training forward";
 }
 
+// backward() stores the output gradients over activations it has consumed: a second one needs
+// a new forward (common/model.h), and says so instead of returning wrong gradients.
+TEST(CudaModel, SecondBackwardNeedsANewForward) {
+  VIT_REQUIRE_GPU();
+  Config c = tiny();
+  std::unique_ptr<Model> m = make_cuda_model(c, options(2, Augment::None, 0.0f));
+  const std::vector<uint8_t> img = make_images(2, 32, 1);
+  const std::vector<int32_t> y = make_labels(2, c.classes, 1);
+  m->forward(img.data(), y.data(), 2, true, 0);
+  m->backward();
+  EXPECT_THROW(m->backward(), Error);
+  m->forward(img.data(), y.data(), 2, true, 1);
+  EXPECT_NO_THROW(m->backward());
+  // train_step ran its own backward: none may follow it
+  Model::MicroBatch mb = {img.data(), y.data(), 2, 2};
+  m->train_step(&mb, 1, OptimConfig(), 1e-3f, 1, 1.0f);
+  EXPECT_THROW(m->backward(), Error);
+}
+
 // The memory plan: parameters, gradients and Adam moments exactly; activations at least the
 // saved activations counted by hand, growing with the batch.
 TEST(CudaModel, MemoryPlan) {
