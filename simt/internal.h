@@ -68,6 +68,28 @@ void check_device_range(const void* p, size_t bytes, const char* what);
 // Whether p points into a live device allocation (or a registered symbol / managed memory).
 bool is_device_pointer(const void* p);
 
+// Race mode runs each block on its own host thread while the launching thread, which holds
+// device_mutex(), waits for it (simt/scheduler.cpp): device-side code that needs the device's
+// tables (an async copy checking that its source is device memory) must not lock the mutex
+// there, or it would wait for its own launch. True only on such a block thread; the launching
+// thread's lock then covers it (no other host thread can touch the tables meanwhile).
+bool on_race_block_thread();
+// device_mutex(), locked unless on_race_block_thread().
+class DeviceLock {
+ public:
+  DeviceLock() : locked_(!on_race_block_thread()) {
+    if (locked_) device_mutex().lock();
+  }
+  ~DeviceLock() {
+    if (locked_) device_mutex().unlock();
+  }
+  DeviceLock(const DeviceLock&) = delete;
+  DeviceLock& operator=(const DeviceLock&) = delete;
+
+ private:
+  bool locked_;
+};
+
 // x rounded to TF32 (10-bit mantissa, nearest, ties away from zero: what the tensor cores'
 // conversion does), for CUBLAS_COMPUTE_32F_FAST_TF32 / CUBLAS_TF32_TENSOR_OP_MATH. Inf/NaN pass.
 inline float round_tf32(float x) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <boost/context/fiber.hpp>
+#include <atomic>
 #include <cstdarg>
 #include <deque>
 #include <cstdlib>
@@ -807,11 +808,16 @@ void install_crash_handlers() {
 // joins each block thread: that orders the block's scheduler, not its CUDA threads (fiber switches
 // carry no synchronisation), so no edge runs from one block's threads to the next's.
 size_t g_race_smem = 0;
+// The host thread of the running block, for on_race_block_thread().
+std::atomic<bool> g_race_block_running{false};
+std::atomic<pthread_t> g_race_block_tid{};
 
 size_t round_page(size_t x) { return (x + 4095) & ~size_t(4095); }
 
 void* race_block_main(void*) {
   Block& b = g_blk;
+  g_race_block_tid.store(pthread_self());
+  g_race_block_running.store(true);
   g_sched_tsan_fiber = __tsan_get_current_fiber();
   const size_t smem = g_race_smem;
   const size_t sync_bytes = round_page(sizeof(RaceSync));
@@ -835,6 +841,7 @@ void* race_block_main(void*) {
   b.sync = nullptr;
   g_race_stacks = nullptr;
   detail::g_dynamic_smem = nullptr;
+  g_race_block_running.store(false);
   return nullptr;
 }
 
@@ -1102,6 +1109,14 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
 // For simt's add-ons (simt/mma.cpp, simt/pipeline.cpp), which build on the public intrinsics
 // and only need this for their messages: "kernel K (launched at f:l) block (x,y,z)".
 std::string current_kernel_where() { return g_blk.launch ? where() : std::string("host code"); }
+
+bool on_race_block_thread() {
+#if defined(SIMT_RACE)
+  return g_race_block_running.load() && pthread_equal(g_race_block_tid.load(), pthread_self());
+#else
+  return false;
+#endif
+}
 
 }  // namespace detail
 }  // namespace simt
