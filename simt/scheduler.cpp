@@ -752,16 +752,24 @@ void crash_handler(int sig, siginfo_t* si, void* uctx) {
 // access through a typed pointer — float4, float2, int4, __half2, ..., but also float and int —
 // against its type's alignment and prints "runtime error: load of misaligned address ... for
 // type 'const float4', which requires 16 byte alignment" with the source line. Its death
-// callback then names the kernel, block and thread, as the crash handler does.
+// callback then names the kernel, block and thread, as the crash handler does. In race mode
+// ThreadSanitizer's halt_on_error ends the run through the same callback, so there the line
+// does not presume which sanitizer spoke (the thread is the one that made the second access).
 void ubsan_death_callback() {
   const Block& b = g_blk;
   if (!b.launch || !b.cur) return;
   const Thread& t = *b.cur;
   char buf[1024];
   int n = snprintf(buf, sizeof buf,
+#if defined(SIMT_RACE)
+                   "simt: the sanitizer report above (a data race, or a misaligned access, which "
+                   "a GPU faults on) was raised in kernel %s (launched at %s:%d) block (%u,%u,%u) "
+                   "thread (%u,%u,%u)\n",
+#else
                    "simt: misaligned access (the runtime error above) in kernel %s (launched at "
                    "%s:%d) block (%u,%u,%u) thread (%u,%u,%u): a GPU faults with "
                    "cudaErrorMisalignedAddress\n",
+#endif
                    b.launch->name, b.launch->file, b.launch->line, detail::g_block_idx.x,
                    detail::g_block_idx.y, detail::g_block_idx.z, t.idx.x, t.idx.y, t.idx.z);
   if (n > 0) (void)!write(2, buf, std::min((size_t)n, sizeof buf - 1));
