@@ -243,22 +243,26 @@ test-sanitize:
 # build/race/, simt in race mode (-DSIMT_RACE): every CUDA thread a TSan fiber, barriers, warp
 # ops and kernel boundaries annotated as the CUDA memory model's happens-before edges, atomics
 # real atomics, blocks of a grid unordered. The scheduler itself is not instrumented (its
-# bookkeeping is shared by all fibers by design). One OpenMP/OpenBLAS thread: libgomp is not
-# built with TSan, so its barriers would look like races in the CPU reference.
+# bookkeeping is shared by all fibers by design); the WMMA and async-copy emulations hide theirs
+# from TSan at run time and announce their accesses to user memory (simt/internal.h: RaceIgnore).
+# One OpenMP/OpenBLAS thread: libgomp is not built with TSan, so its barriers would look like
+# races in the CPU reference.
 RACE_FLAGS := -fsanitize=thread -DSIMT_RACE
 $(eval $(call MODE_RULES,build/race,$(RACE_FLAGS)))
 build/race/simt/simt/scheduler.o: simt/scheduler.cpp | build/.headers-ok build/.test-headers-ok
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -DSIMT_RACE -isystem $(CUDA_HOME)/include -c $< -o $@
-RACE_TESTS := main test_simt test_adam test_attention test_dropout test_gelu test_input test_layernorm \
-              test_loss test_matmul test_patch_embed
+RACE_TESTS := main test_simt test_simt_wmma test_adam test_attention test_attention_tc test_dropout \
+              test_gelu test_input test_layernorm test_loss test_matmul test_matmul_lt test_patch_embed \
+              test_wmma_gemm
 RACE_OBJ   := $(RACE_TESTS:%=build/race/simt/tests/%.o) build/race/simt/host/cuda_common.o \
               $(SIMT_SRC:%.cpp=build/race/simt/%.o) \
               $(patsubst %.cpp,build/race/cpu/%.o,$(filter-out bench/%,$(PLAIN_SRC)))
 build/race/test_race: $(RACE_OBJ)
 	$(CXX) $(CXXFLAGS) -fsanitize=thread $(SIMT_LDFLAGS) -o $@ $^ $(LIBS_SIMT)
 # The attention tests at the basic, vit-b16 and T257 shapes take minutes each under TSan (every
-# CUDA thread is a TSan fiber); the same kernels run here at T17 (hd16, hd32, with dropout).
+# CUDA thread is a TSan fiber); the same kernels run here at T17 (hd16, hd32, with dropout). The
+# tensor-core attention runs at every shape of its suite (T197 and T260 take ~5 s each here).
 RACE_FILTER ?= -Shapes/AttentionTest.*/basic_*:Shapes/AttentionTest.*/vitb16_*:Shapes/AttentionTest.*/T257_*:Shapes/AttentionTest.*/peaked_*
 test-race:
 	@$(MAKE) --no-print-directory -j$(NPROC) build/race/test_race

@@ -68,6 +68,65 @@ void check_device_range(const void* p, size_t bytes, const char* what);
 // Whether p points into a live device allocation (or a registered symbol / managed memory).
 bool is_device_pointer(const void* p);
 
+// Race mode (SIMT_RACE, ThreadSanitizer): simt's own per-warp and per-block bookkeeping behind
+// the device-side add-ons (WMMA staging and mapping tables in simt/mma.cpp, async-copy queues in
+// simt/pipeline.cpp) is shared by every fiber of every block by design: fibers are cooperative and
+// blocks run one after another, so it is never touched concurrently, but TSan, which sees no
+// happens-before edge between blocks nor between warps between barriers (on purpose), would
+// report it. Annotating edges for it would order the CUDA threads themselves and hide real races
+// in user memory, so instead a RaceIgnore scope hides the bookkeeping from TSan entirely
+// (__tsan_ignore_thread_begin/end: the current fiber's accesses, those made inside intercepted
+// libc calls such as memcmp included, are not recorded). The accesses to user memory (the matrix a WMMA load
+// reads, the one a store writes, an async copy's source and destination) stay outside such
+// scopes and are announced with race_user_read / race_user_write: GCC's TSan instruments loads
+// and stores but leaves memcpy and memset to the runtime's interceptors, and a copy of a small or
+// bounded size (a WMMA element, a 4-16 byte async copy) is expanded inline, where neither sees
+// it. A scope must not span a fiber switch (a __syncwarp): the ignore state belongs to the fiber.
+// Outside race mode all of this is empty.
+#if defined(SIMT_RACE)
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+extern "C" void __tsan_read_range(void* addr, unsigned long size);
+extern "C" void __tsan_write_range(void* addr, unsigned long size);
+struct RaceIgnore {
+  RaceIgnore() { __tsan_ignore_thread_begin(); }
+  ~RaceIgnore() { __tsan_ignore_thread_end(); }
+  RaceIgnore(const RaceIgnore&) = delete;
+  RaceIgnore& operator=(const RaceIgnore&) = delete;
+};
+// The calling CUDA thread reads / writes [p, p + n) of user memory.
+inline void race_user_read(const void* p, size_t n) { __tsan_read_range(const_cast<void*>(p), n); }
+inline void race_user_write(void* p, size_t n) { __tsan_write_range(p, n); }
+#else
+struct RaceIgnore {
+  RaceIgnore() {}  // user-provided: no unused-variable warning where it is declared
+};
+inline void race_user_read(const void*, size_t) {}
+inline void race_user_write(void*, size_t) {}
+#endif
+
+// Race mode runs each block on its own host thread while the launching thread, which holds
+// device_mutex(), waits for it (simt/scheduler.cpp): device-side code that needs the device's
+// tables (an async copy checking that its source is device memory) must not lock the mutex
+// there, or it would wait for its own launch. True only on such a block thread; the launching
+// thread's lock then covers it (no other host thread can touch the tables meanwhile).
+bool on_race_block_thread();
+// device_mutex(), locked unless on_race_block_thread().
+class DeviceLock {
+ public:
+  DeviceLock() : locked_(!on_race_block_thread()) {
+    if (locked_) device_mutex().lock();
+  }
+  ~DeviceLock() {
+    if (locked_) device_mutex().unlock();
+  }
+  DeviceLock(const DeviceLock&) = delete;
+  DeviceLock& operator=(const DeviceLock&) = delete;
+
+ private:
+  bool locked_;
+};
+
 // x rounded to TF32 (10-bit mantissa, nearest, ties away from zero: what the tensor cores'
 // conversion does), for CUBLAS_COMPUTE_32F_FAST_TF32 / CUBLAS_TF32_TENSOR_OP_MATH. Inf/NaN pass.
 inline float round_tf32(float x) {

@@ -13,6 +13,16 @@
 // deposit (fibers are cooperative: the arrivals are counted one at a time) checks everyone's
 // arguments and, for mma_sync, computes the D tile once for the warp; after the __syncwarp each
 // lane takes its own elements.
+//
+// Race mode (ThreadSanitizer): the staging records, sequence numbers and mapping tables are
+// simt's bookkeeping, shared by every warp of every block (blocks reuse g_stage one after
+// another; the first lane to need a mapping table builds it for all), so every access to them
+// is inside a RaceIgnore scope (simt/internal.h): TSan, which rightly sees no order between
+// blocks or between warps, would otherwise report them. What a lane reads from or writes to the
+// user's memory (a load's matrix, a store's matrix, its own fragment) stays outside those scopes
+// and is checked: a store racing with another warp's access to the same tile is reported. The
+// order among the 32 lanes comes from the __syncwarp each operation makes (annotated by the
+// scheduler), as a warp-collective operation synchronises its lanes on a GPU.
 #include "simt/mma.h"
 
 #include <map>
@@ -29,6 +39,9 @@ namespace {
 using wmma_detail::Elem;
 using wmma_detail::FragDesc;
 using wmma_detail::Use;
+using detail::RaceIgnore;
+using detail::race_user_read;
+using detail::race_user_write;
 
 // ---------------------------------------------------------------------------------------------
 // Mapping choice.
@@ -324,34 +337,59 @@ void element_position(const FragDesc& d, int lane, int i, int* row, int* col) {
   *col = (int)(e % d.cols);
 }
 
-void load(const FragDesc& d, void* x, const void* p, unsigned ldm, int mem_layout, const char* file,
-          int line) {
+namespace {
+constexpr unsigned kMaxNe = 16;  // the most elements a lane holds (half A/B fragments)
+
+// The collective part of a load or store (bookkeeping only, hidden from TSan in race mode):
+// deposit, meet the warp, check, then the byte offsets in the user's matrix of the calling
+// lane's elements.
+void load_store_offsets(Op op, const FragDesc& d, const void* p, unsigned ldm, int mem_layout,
+                        const char* file, int line, size_t* off) {
   const FragDesc* ds[1] = {&d};
-  Lane L = enter(Op::Load, ds, 1, p, ldm, mem_layout, file, line);
-  arrive(L);
+  Lane L;
+  {
+    RaceIgnore ignore;
+    L = enter(op, ds, 1, p, ldm, mem_layout, file, line);
+    arrive(L);
+  }
   __syncwarp(0xffffffffu, file, line);
+  RaceIgnore ignore;
   completed(L);
   const Table& t = table(d);
   const size_t eb = elem_bytes(d.elem);
+  for (unsigned i = 0; i < d.ne; ++i) off[i] = offset_of(d, t.fwd[L.lane * d.ne + i], ldm, mem_layout) * eb;
+}
+}  // namespace
+
+// The element copies between the user's matrix and the fragment are outside any RaceIgnore
+// scope and announced to TSan in race mode (the small memcpys are expanded inline, unseen).
+void load(const FragDesc& d, void* x, const void* p, unsigned ldm, int mem_layout, const char* file,
+          int line) {
+  static_assert(sizeof(LaneRec::a) / sizeof(float) == kMaxNe, "kMaxNe: the largest fragment");
+  size_t off[kMaxNe];
+  load_store_offsets(Op::Load, d, p, ldm, mem_layout, file, line, off);
+  const size_t eb = elem_bytes(d.elem);
   const unsigned char* src = static_cast<const unsigned char*>(p);
   unsigned char* dst = static_cast<unsigned char*>(x);
-  for (unsigned i = 0; i < d.ne; ++i)
-    std::memcpy(dst + i * eb, src + offset_of(d, t.fwd[L.lane * d.ne + i], ldm, mem_layout) * eb, eb);
+  race_user_write(dst, d.ne * eb);
+  for (unsigned i = 0; i < d.ne; ++i) {
+    race_user_read(src + off[i], eb);
+    std::memcpy(dst + i * eb, src + off[i], eb);
+  }
 }
 
 void store(const FragDesc& d, const void* x, void* p, unsigned ldm, int mem_layout,
            const char* file, int line) {
-  const FragDesc* ds[1] = {&d};
-  Lane L = enter(Op::Store, ds, 1, p, ldm, mem_layout, file, line);
-  arrive(L);
-  __syncwarp(0xffffffffu, file, line);
-  completed(L);
-  const Table& t = table(d);
+  size_t off[kMaxNe];
+  load_store_offsets(Op::Store, d, p, ldm, mem_layout, file, line, off);
   const size_t eb = elem_bytes(d.elem);
   const unsigned char* src = static_cast<const unsigned char*>(x);
   unsigned char* dst = static_cast<unsigned char*>(p);
-  for (unsigned i = 0; i < d.ne; ++i)
-    std::memcpy(dst + offset_of(d, t.fwd[L.lane * d.ne + i], ldm, mem_layout) * eb, src + i * eb, eb);
+  race_user_read(src, d.ne * eb);
+  for (unsigned i = 0; i < d.ne; ++i) {
+    race_user_write(dst + off[i], eb);
+    std::memcpy(dst + off[i], src + i * eb, eb);
+  }
 }
 
 namespace {
@@ -382,38 +420,60 @@ void gather(const LaneRec* recs, const FragDesc& d, int which, float* tile, bool
 }
 }  // namespace
 
+namespace {
+// mma_sync's collective part (bookkeeping, hidden from TSan in race mode): deposit the lane's
+// operand elements; the last lane to arrive computes the warp's D tile once.
+Lane mma_deposit(const FragDesc* const* ds, const float* a, const float* b, const float* c,
+                 const char* file, int line) {
+  RaceIgnore ignore;
+  const FragDesc &dd = *ds[0], &da = *ds[1], &db = *ds[2], &dc = *ds[3];
+  Lane L = enter(Op::Mma, ds, 4, nullptr, 0, 0, file, line);
+  LaneRec& r = *L.rec;
+  std::memcpy(r.a, a, da.ne * sizeof(float));
+  std::memcpy(r.b, b, db.ne * sizeof(float));
+  std::memcpy(r.c, c, dc.ne * sizeof(float));
+  if (!arrive(L)) return L;
+  const unsigned N = dd.n, K = dd.k, elems = (unsigned)dd.m * dd.n;
+  float A[32 * 16], B[16 * 32], C[16 * 16];  // m x k, k x n, m x n, row-major
+  gather(L.recs, da, 0, A, true, "a", r, L.warp);
+  gather(L.recs, db, 1, B, true, "b", r, L.warp);
+  gather(L.recs, dc, 2, C, true, "c", r, L.warp);
+  float* D = L.st->d[L.buf];
+  for (unsigned e = 0; e < elems; ++e) {
+    const unsigned row = e / N, col = e % N;
+    // FP32 accumulation from C in k order; products of half/bf16/tf32 values are exact in FP32.
+    float acc = C[e];
+    for (unsigned k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
+    D[e] = acc;
+  }
+  return L;
+}
+}  // namespace
+
+// The lane's fragments are read, and its D elements written, outside the RaceIgnore scopes.
 void mma(const FragDesc& dd, void* dx, const FragDesc& da, const void* ax, const FragDesc& db,
          const void* bx, const FragDesc& dc, const void* cx, const char* file, int line) {
   const FragDesc* ds[4] = {&dd, &da, &db, &dc};
-  Lane L = enter(Op::Mma, ds, 4, nullptr, 0, 0, file, line);
-  LaneRec& r = *L.rec;
-  for (unsigned i = 0; i < da.ne; ++i) r.a[i] = to_float(da, ax, (int)i);
-  for (unsigned i = 0; i < db.ne; ++i) r.b[i] = to_float(db, bx, (int)i);
-  for (unsigned i = 0; i < dc.ne; ++i) r.c[i] = to_float(dc, cx, (int)i);
-  if (arrive(L)) {
-    // The last lane to arrive computes the whole D tile once, from everyone's deposits.
-    const unsigned N = dd.n, K = dd.k, elems = (unsigned)dd.m * dd.n;
-    float A[32 * 16], B[16 * 32], C[16 * 16];  // m x k, k x n, m x n, row-major
-    gather(L.recs, da, 0, A, true, "a", r, L.warp);
-    gather(L.recs, db, 1, B, true, "b", r, L.warp);
-    gather(L.recs, dc, 2, C, true, "c", r, L.warp);
-    float* D = L.st->d[L.buf];
-    for (unsigned e = 0; e < elems; ++e) {
-      const unsigned row = e / N, col = e % N;
-      // FP32 accumulation from C in k order; products of half/bf16/tf32 values are exact in FP32.
-      float acc = C[e];
-      for (unsigned k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
-      D[e] = acc;
-    }
-  }
+  float a[kMaxNe], b[kMaxNe], c[kMaxNe], out[kMaxNe];
+  race_user_read(ax, da.ne * elem_bytes(da.elem));
+  race_user_read(bx, db.ne * elem_bytes(db.elem));
+  race_user_read(cx, dc.ne * elem_bytes(dc.elem));
+  for (unsigned i = 0; i < da.ne; ++i) a[i] = to_float(da, ax, (int)i);
+  for (unsigned i = 0; i < db.ne; ++i) b[i] = to_float(db, bx, (int)i);
+  for (unsigned i = 0; i < dc.ne; ++i) c[i] = to_float(dc, cx, (int)i);
+  const Lane L = mma_deposit(ds, a, b, c, file, line);
   __syncwarp(0xffffffffu, file, line);
-  completed(L);
-  const float* D = L.st->d[L.buf];
-  const Table& t = table(dd);
+  {
+    RaceIgnore ignore;
+    completed(L);
+    const float* D = L.st->d[L.buf];
+    const Table& t = table(dd);
+    for (unsigned i = 0; i < dd.ne; ++i) out[i] = D[t.fwd[L.lane * dd.ne + i]];
+  }
+  race_user_write(dx, dd.ne * elem_bytes(dd.elem));
   for (unsigned i = 0; i < dd.ne; ++i) {
-    const float v = D[t.fwd[L.lane * dd.ne + i]];
-    if (dd.elem == Elem::Half) static_cast<__half*>(dx)[i] = __float2half(v);
-    else static_cast<float*>(dx)[i] = v;
+    if (dd.elem == Elem::Half) static_cast<__half*>(dx)[i] = __float2half(out[i]);
+    else static_cast<float*>(dx)[i] = out[i];
   }
 }
 

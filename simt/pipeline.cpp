@@ -8,6 +8,15 @@
 // The queues belong to one block. A block is recognised without any scheduler hook: t_block_token
 // is a thread_local, i.e. it sits in the TLS block that simt refills with 0xFF at every block start
 // (the same storage as __shared__ variables), so ~0 means "first pipeline call of a new block".
+//
+// Race mode (ThreadSanitizer): the queues are simt's bookkeeping (the first thread of a block to
+// make a pipeline call sets them up for all), so every access to them is inside a RaceIgnore
+// scope (simt/internal.h); annotating an edge for them instead would order that first thread
+// before the others and hide their real races. What a copy does to user memory stays outside
+// those scopes and is checked as the thread's own accesses: reading the source (at issue, and
+// again when it lands), poisoning the destination at issue, writing it when it lands. So a
+// destination read by another thread without a barrier after the wait, or overwritten by a new
+// copy while another thread may still read it, is reported.
 #include "simt/pipeline.h"
 
 #include <deque>
@@ -23,6 +32,10 @@ std::string current_kernel_where();  // simt/scheduler.cpp
 }
 
 namespace {
+
+using detail::RaceIgnore;
+using detail::race_user_read;
+using detail::race_user_write;
 
 struct Copy {
   unsigned char* dst;
@@ -74,8 +87,11 @@ std::string thread_where() {
   return detail::current_kernel_where() + buf;
 }
 
+// The copy's accesses to user memory are announced to TSan (race mode): memcmp, memcpy and
+// memset of a few bytes are expanded inline, unseen by its interceptors.
 void land(const Copy& c, const char* file, int line) {
   const size_t n = c.size - c.zfill;
+  race_user_read(c.src, n);
   if (n && std::memcmp(c.src, c.snapshot.data(), n) != 0)
     fail("%s at %s:%d in %s: its source %p was modified before the copy was waited for (at "
          "%s:%d). The copy reads its source asynchronously: it must not change until a wait "
@@ -87,24 +103,33 @@ void land(const Copy& c, const char* file, int line) {
            "%s:%d). The copy writes its destination asynchronously: nobody may touch it until a "
            "wait covers the copy's batch",
            c.what, c.file, c.line, thread_where().c_str(), (void*)c.dst, file, line);
+  race_user_write(c.dst, c.size);
   std::memcpy(c.dst, c.src, n);
   std::memset(c.dst + n, 0, c.zfill);
 }
 
-// Records the copy: source snapshotted, destination poisoned until it lands.
-void queue(ThreadQueue& q, void* dst, const void* src, size_t size, size_t zfill, const char* what,
+// Records the copy in the calling thread's queue: source snapshotted, destination poisoned until
+// it lands.
+void queue(void* dst, const void* src, size_t size, size_t zfill, const char* what,
            const char* file, int line) {
   Copy c;
   c.dst = static_cast<unsigned char*>(dst);
   c.src = static_cast<const unsigned char*>(src);
   c.size = size;
   c.zfill = zfill;
-  c.snapshot.assign(c.src, c.src + (size - zfill));
   c.what = what;
   c.file = file;
   c.line = line;
+  {
+    RaceIgnore ignore;
+    c.snapshot.resize(size - zfill);
+  }
+  race_user_read(src, size - zfill);
+  if (size > zfill) std::memcpy(c.snapshot.data(), src, size - zfill);
+  race_user_write(dst, size);
   std::memset(dst, 0xFF, size);  // undefined until the copy lands: make early reads loud
-  q.uncommitted.push_back(std::move(c));
+  RaceIgnore ignore;
+  my_queue(what, file, line).uncommitted.push_back(std::move(c));
 }
 
 }  // namespace
@@ -113,7 +138,10 @@ namespace pipeline_detail {
 
 void memcpy_async(void* dst, const void* src, size_t size, size_t zfill, const char* file, int line) {
   const char* what = "__pipeline_memcpy_async";
-  ThreadQueue& q = my_queue(what, file, line);
+  {
+    RaceIgnore ignore;
+    my_queue(what, file, line);  // "called outside a kernel" before anything else
+  }
   if (size != 4 && size != 8 && size != 16)
     fail("%s at %s:%d in %s: size_and_align %zu must be 4, 8 or 16", what, file, line,
          thread_where().c_str(), size);
@@ -135,13 +163,16 @@ void memcpy_async(void* dst, const void* src, size_t size, size_t zfill, const c
     std::string desc = std::string(what) + " source (" + file + ":" + std::to_string(line) + ")";
     detail::check_device_range(src, size - zfill, desc.c_str());
   }
-  queue(q, dst, src, size, zfill, what, file, line);
+  queue(dst, src, size, zfill, what, file, line);
 }
 
 void memcpy_async_bytes(void* dst, const void* src, size_t size, size_t align, const char* file,
                         int line) {
   const char* what = "cuda::memcpy_async";
-  ThreadQueue& q = my_queue(what, file, line);
+  {
+    RaceIgnore ignore;
+    my_queue(what, file, line);
+  }
   if (align > 1 && (reinterpret_cast<uintptr_t>(dst) % align || reinterpret_cast<uintptr_t>(src) % align ||
                     size % align))
     fail("%s at %s:%d in %s: cuda::aligned_size_t<%zu> promises that destination %p, source %p and "
@@ -156,21 +187,30 @@ void memcpy_async_bytes(void* dst, const void* src, size_t size, size_t align, c
     std::string desc = std::string(what) + " destination (" + file + ":" + std::to_string(line) + ")";
     detail::check_device_range(dst, size, desc.c_str());
   }
-  queue(q, dst, src, size, 0, what, file, line);
+  queue(dst, src, size, 0, what, file, line);
 }
 
 void commit(const char* file, int line) {
+  RaceIgnore ignore;
   ThreadQueue& q = my_queue("__pipeline_commit", file, line);
   q.batches.push_back(std::move(q.uncommitted));  // an empty batch is a batch, as in PTX
   q.uncommitted.clear();
 }
 
 void wait_prior(size_t prior, const char* file, int line) {
-  ThreadQueue& q = my_queue("__pipeline_wait_prior", file, line);
   if (prior > 8) prior = 8;  // NVIDIA's header waits for "all but 8" beyond 8
-  while (q.batches.size() > prior) {
-    for (const Copy& c : q.batches.front()) land(c, file, line);
-    q.batches.pop_front();
+  for (;;) {
+    std::vector<Copy> batch;
+    {
+      RaceIgnore ignore;
+      ThreadQueue& q = my_queue("__pipeline_wait_prior", file, line);
+      if (q.batches.size() <= prior) return;
+      batch = std::move(q.batches.front());
+      q.batches.pop_front();
+    }
+    for (const Copy& c : batch) land(c, file, line);  // the user's memory: checked
+    RaceIgnore ignore;
+    std::vector<Copy>().swap(batch);  // frees the bookkeeping inside the scope
   }
 }
 

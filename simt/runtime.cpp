@@ -214,9 +214,10 @@ void check_all_guards(const char* kernel, const char* when) {
   for (auto& kv : g_allocs) check_alloc(kv.second, context);
 }
 
+// These two are also called from kernels (async copies): DeviceLock, see simt/internal.h.
 void check_device_range(const void* p, size_t n, const char* what) {
   if (n == 0) return;
-  Lock lock(device_mutex());
+  DeviceLock lock;
   Alloc* a = find_alloc(p);
   if (a && is_device_kind(a->kind)) {
     if (a->kind == Kind::Symbol || (uintptr_t)p + n <= (uintptr_t)a->ptr + a->size) return;
@@ -235,7 +236,7 @@ void check_device_range(const void* p, size_t n, const char* what) {
 }
 
 bool is_device_pointer(const void* p) {
-  Lock lock(device_mutex());
+  DeviceLock lock;
   Alloc* a = find_alloc(p);
   return a && is_device_kind(a->kind);
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <boost/context/fiber.hpp>
+#include <atomic>
 #include <cstdarg>
 #include <deque>
 #include <cstdlib>
@@ -751,16 +752,24 @@ void crash_handler(int sig, siginfo_t* si, void* uctx) {
 // access through a typed pointer — float4, float2, int4, __half2, ..., but also float and int —
 // against its type's alignment and prints "runtime error: load of misaligned address ... for
 // type 'const float4', which requires 16 byte alignment" with the source line. Its death
-// callback then names the kernel, block and thread, as the crash handler does.
+// callback then names the kernel, block and thread, as the crash handler does. In race mode
+// ThreadSanitizer's halt_on_error ends the run through the same callback, so there the line
+// does not presume which sanitizer spoke (the thread is the one that made the second access).
 void ubsan_death_callback() {
   const Block& b = g_blk;
   if (!b.launch || !b.cur) return;
   const Thread& t = *b.cur;
   char buf[1024];
   int n = snprintf(buf, sizeof buf,
+#if defined(SIMT_RACE)
+                   "simt: the sanitizer report above (a data race, or a misaligned access, which "
+                   "a GPU faults on) was raised in kernel %s (launched at %s:%d) block (%u,%u,%u) "
+                   "thread (%u,%u,%u)\n",
+#else
                    "simt: misaligned access (the runtime error above) in kernel %s (launched at "
                    "%s:%d) block (%u,%u,%u) thread (%u,%u,%u): a GPU faults with "
                    "cudaErrorMisalignedAddress\n",
+#endif
                    b.launch->name, b.launch->file, b.launch->line, detail::g_block_idx.x,
                    detail::g_block_idx.y, detail::g_block_idx.z, t.idx.x, t.idx.y, t.idx.z);
   if (n > 0) (void)!write(2, buf, std::min((size_t)n, sizeof buf - 1));
@@ -807,11 +816,16 @@ void install_crash_handlers() {
 // joins each block thread: that orders the block's scheduler, not its CUDA threads (fiber switches
 // carry no synchronisation), so no edge runs from one block's threads to the next's.
 size_t g_race_smem = 0;
+// The host thread of the running block, for on_race_block_thread().
+std::atomic<bool> g_race_block_running{false};
+std::atomic<pthread_t> g_race_block_tid{};
 
 size_t round_page(size_t x) { return (x + 4095) & ~size_t(4095); }
 
 void* race_block_main(void*) {
   Block& b = g_blk;
+  g_race_block_tid.store(pthread_self());
+  g_race_block_running.store(true);
   g_sched_tsan_fiber = __tsan_get_current_fiber();
   const size_t smem = g_race_smem;
   const size_t sync_bytes = round_page(sizeof(RaceSync));
@@ -835,6 +849,7 @@ void* race_block_main(void*) {
   b.sync = nullptr;
   g_race_stacks = nullptr;
   detail::g_dynamic_smem = nullptr;
+  g_race_block_running.store(false);
   return nullptr;
 }
 
@@ -1102,6 +1117,14 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
 // For simt's add-ons (simt/mma.cpp, simt/pipeline.cpp), which build on the public intrinsics
 // and only need this for their messages: "kernel K (launched at f:l) block (x,y,z)".
 std::string current_kernel_where() { return g_blk.launch ? where() : std::string("host code"); }
+
+bool on_race_block_thread() {
+#if defined(SIMT_RACE)
+  return g_race_block_running.load() && pthread_equal(g_race_block_tid.load(), pthread_self());
+#else
+  return false;
+#endif
+}
 
 }  // namespace detail
 }  // namespace simt

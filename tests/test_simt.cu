@@ -1375,7 +1375,8 @@ TEST(SimtDeathTest, LaunchErrorThroughLaunchMacroExits) {
 // ---------------------------------------------------------------------------------------------
 // Race mode (make test-race): ThreadSanitizer must report the races that no thread order shows,
 // and stay silent on the same code correctly synchronised. Each case runs in a child process
-// (a death test) with halt_on_error, so a report ends it with TSan's exit code 66.
+// (EXPECT_RACE / EXPECT_NO_RACE, tests/test_util.h) with halt_on_error, so a report ends it with
+// TSan's exit code 66. (Races through WMMA and async copies: tests/test_simt_wmma.cu.)
 __global__ void lost_update_kernel(int* bins, int atomic) {
   const int x = threadIdx.x % 4;
   if (atomic) atomicAdd(&bins[x], 1);
@@ -1397,18 +1398,6 @@ __global__ void same_warp_read_kernel(float* out) {
 __global__ void two_blocks_one_word_kernel(int* word) {
   if (threadIdx.x == 0) *word = (int)blockIdx.x;  // blocks are unordered: a race
 }
-
-template <class F>
-void run_in_child_and_exit(F f) {
-  f();
-  CUDA_CHECK(cudaDeviceSynchronize());
-  fflush(stdout);
-  exit(0);
-}
-#define EXPECT_RACE(stmt) \
-  EXPECT_EXIT(run_in_child_and_exit([&] { stmt; }), ::testing::ExitedWithCode(66), "ThreadSanitizer: data race")
-#define EXPECT_NO_RACE(stmt) \
-  EXPECT_EXIT(run_in_child_and_exit([&] { stmt; }), ::testing::ExitedWithCode(0), "")
 
 TEST(SimtRaceDeathTest, LostUpdateAndMissingBarrierAreReported) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");

@@ -799,4 +799,81 @@ TEST(SimtPipelineDeathTest, StrictAsyncCopyRulesAbort) {
 }
 #endif  // VIT_SIMT
 
+#if defined(SIMT_RACE)
+// ---------------------------------------------------------------------------------------------
+// Race mode (make test-race): races through WMMA and async copies are reported, and the same code
+// correctly synchronised is not (simt's own per-warp and per-block bookkeeping behind them must
+// not look like a race either). CUDA's rules: store_matrix_sync writes the tile from the lanes of
+// its warp and load_matrix_sync reads it into them; between warps they order nothing, only a
+// barrier does. An async copy writes its destination for the issuing thread, complete when its
+// wait returns: another thread may read it only after a barrier that follows the wait, and a new
+// copy into it may be issued only once every reader is past a barrier.
+
+// Two warps share one 16x16 float tile in shared memory. mode 0: both store into it; mode 1:
+// warp 0 stores, warp 1 loads it back without a barrier; mode 2: the same with __syncthreads
+// (then warp 1 writes warp 0's 1s to out, a tile per block).
+__global__ void shared_tile_kernel(float* out, int mode) {
+  __shared__ __align__(32) float tile[256];
+  const int warp = threadIdx.x / 32;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+  wmma::fill_fragment(c, (float)(warp + 1));
+  if (mode == 0 || warp == 0) wmma::store_matrix_sync(tile, c, 16, wmma::mem_row_major);
+  if (mode == 2) __syncthreads();
+  if (warp == 1) {
+    if (mode != 0) wmma::load_matrix_sync(c, tile, 16, wmma::mem_row_major);
+    wmma::store_matrix_sync(out + blockIdx.x * 256, c, 16, wmma::mem_row_major);
+  }
+}
+// 64 threads: each copies in[t] to s[t] asynchronously and waits for it, then reads s[63 - t],
+// which the other warp's copy wrote: ordered only by the __syncthreads after the waits.
+__global__ void async_copy_exchange_kernel(const float* in, float* out, int barrier) {
+  __shared__ __align__(16) float s[64];
+  const int t = threadIdx.x, base = blockIdx.x * 64;
+  __pipeline_memcpy_async(&s[t], &in[base + t], 4);
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  if (barrier) __syncthreads();
+  out[base + t] = s[63 - t];
+}
+// Two rounds of the exchange through one buffer: the second round's copy into s[t] overwrites
+// what thread 63 - t may still be reading from the first, unless a barrier separates them.
+__global__ void async_copy_reuse_kernel(const float* in, float* out, int barrier) {
+  __shared__ __align__(16) float s[64];
+  const int t = threadIdx.x;
+  for (int round = 0; round < 2; ++round) {
+    __pipeline_memcpy_async(&s[t], &in[round * 64 + t], 4);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    out[round * 64 + t] = s[63 - t];
+    if (barrier) __syncthreads();
+  }
+}
+
+TEST(SimtRaceDeathTest, RacesThroughWmmaAndAsyncCopiesAreReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::vector<float> in = quarter_values(128, 2400);
+  DeviceBuffer<float> din(in), dout(512);
+  EXPECT_RACE(LAUNCH(shared_tile_kernel, 1, 64, 0, 0, dout.ptr, 0));
+  EXPECT_RACE(LAUNCH(shared_tile_kernel, 1, 64, 0, 0, dout.ptr, 1));
+  // Two blocks, so that each warp's WMMA staging is reused by the next block.
+  EXPECT_NO_RACE({
+    LAUNCH(shared_tile_kernel, 2, 64, 0, 0, dout.ptr, 2);
+    for (float v : dout.download()) if (v != 1.0f) exit(3);
+  });
+  EXPECT_RACE(LAUNCH(async_copy_exchange_kernel, 1, 64, 0, 0, din.ptr, dout.ptr, 0));
+  EXPECT_NO_RACE({
+    LAUNCH(async_copy_exchange_kernel, 2, 64, 0, 0, din.ptr, dout.ptr, 1);
+    const std::vector<float> got = dout.download();
+    for (int i = 0; i < 128; ++i) if (got[i] != in[i / 64 * 64 + 63 - i % 64]) exit(3);
+  });
+  EXPECT_RACE(LAUNCH(async_copy_reuse_kernel, 1, 64, 0, 0, din.ptr, dout.ptr, 0));
+  EXPECT_NO_RACE({
+    LAUNCH(async_copy_reuse_kernel, 1, 64, 0, 0, din.ptr, dout.ptr, 1);
+    const std::vector<float> got = dout.download();
+    for (int i = 0; i < 128; ++i) if (got[i] != in[i / 64 * 64 + 63 - i % 64]) exit(3);
+  });
+}
+#endif  // SIMT_RACE
+
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -76,4 +77,23 @@ inline void for_each_thread_order(const std::function<void(const char*)>& f) {
   simt::set_thread_order(initial, seed);
 }
 }  // namespace vit_test
+#if defined(SIMT_RACE)
+// Race mode's negative tests (make test-race): the statement runs in a child process (a death
+// test; kernels run at the synchronize), which exits 0 unless ThreadSanitizer reports a race
+// first: make test-race runs with halt_on_error=1:exitcode=66.
+namespace vit_test {
+template <class F>
+void run_in_child_and_exit(F f) {
+  f();
+  if (cudaDeviceSynchronize() != cudaSuccess) exit(2);
+  fflush(stdout);
+  exit(0);
+}
+}  // namespace vit_test
+#define EXPECT_RACE(stmt)                                                       \
+  EXPECT_EXIT(vit_test::run_in_child_and_exit([&] { stmt; }), ::testing::ExitedWithCode(66), \
+              "ThreadSanitizer: data race")
+#define EXPECT_NO_RACE(stmt) \
+  EXPECT_EXIT(vit_test::run_in_child_and_exit([&] { stmt; }), ::testing::ExitedWithCode(0), "")
+#endif
 #endif
