@@ -254,7 +254,7 @@ build/race/simt/simt/scheduler.o: simt/scheduler.cpp | build/.headers-ok build/.
 	$(CXX) $(CXXFLAGS) -DSIMT_RACE -isystem $(CUDA_HOME)/include -c $< -o $@
 RACE_TESTS := main test_simt test_simt_wmma test_adam test_attention test_attention_tc test_dropout \
               test_gelu test_input test_layernorm test_loss test_matmul test_matmul_lt test_patch_embed \
-              test_wmma_gemm
+              test_wmma_gemm test_gemm_ln
 RACE_OBJ   := $(RACE_TESTS:%=build/race/simt/tests/%.o) build/race/simt/host/cuda_common.o \
               $(SIMT_SRC:%.cpp=build/race/simt/%.o) \
               $(patsubst %.cpp,build/race/cpu/%.o,$(filter-out bench/%,$(PLAIN_SRC)))

@@ -23,8 +23,10 @@
 #include "kernels/attention.cuh"
 #include "kernels/attention_tc.cuh"
 #include "kernels/common.cuh"
+#include "kernels/dropout.cuh"
 #include "kernels/gelu.cuh"
 #include "kernels/gemm_ln.cuh"
+#include "kernels/head.cuh"
 #include "kernels/input.cuh"
 #include "kernels/layernorm.cuh"
 #include "kernels/loss.cuh"
@@ -229,6 +231,33 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
     cx.row("patch_embed bwd", shp(sb), fl, 4.0 * (B * Np * P + N * C), true,
            [&] { patch_embed_backward(cx.h, st, out.p, cols.p, dw.p, db.p, dcls.p, dpos.p,
                                       scratch.p, B, 3, R, c.patch_size, C); });
+    {
+      // what the model runs: the epilogue, the embedding dropout and layer 0's LN1 in one kernel
+      Buf lnw(C, st), lnb(C, st), y(N * C, st), mean(N, st), rstd(N, st);
+      Buf16 y16(N * C, st);
+      cx.row("patch_embed fwd + dropout + ln1", shp(sb), fl,
+             4.0 * (B * 3.0 * R * R + 2.0 * B * Np * P + 3.0 * N * C), true, [&] {
+               patch_embed_forward_ln(cx.h, st, x.p, w.p, b.p, cls.p, pos.p, cols.p, out.p, B, 3,
+                                      R, c.patch_size, C, 0.1f, 1, SITE_EMBED_DROPOUT, 1, lnw.p,
+                                      lnb.p, c.ln_eps, y.p, mean.p, rstd.p);
+             });
+      cx.row("patch_embed fwd + dropout + ln1 (bf16 out)", shp(sb), fl,
+             4.0 * (B * 3.0 * R * R + 2.0 * B * Np * P + 2.5 * N * C), true, [&] {
+               patch_embed_forward_ln(cx.h, st, x.p, w.p, b.p, cls.p, pos.p, cols.p, out.p, B, 3,
+                                      R, c.patch_size, C, 0.1f, 1, SITE_EMBED_DROPOUT, 1, lnw.p,
+                                      lnb.p, c.ln_eps, y16.p, mean.p, rstd.p);
+             });
+      cx.row("patch_embed bwd (bf16 dout)", shp(sb), fl, 4.0 * (B * Np * P + N * C), true, [&] {
+        patch_embed_backward_t(cx.h, st, y16.p, C, cols.p, dw.p, (float*)nullptr, dcls.p, dpos.p,
+                               scratch.p, B, 3, R, c.patch_size, C);
+      });
+      cx.row("dropout bwd rows (bf16 out)", shp(sb), 0, 6.0 * N * C, false, [&] {
+        dropout_backward_rows(st, out.p, y16.p, N, C, C, 0.1f, 1, 3, 1);
+      });
+      cx.row("dropout bwd rows", shp(sb), 0, 8.0 * N * C, false, [&] {
+        dropout_backward_rows(st, out.p, y.p, N, C, C, 0.1f, 1, 3, 1);
+      });
+    }
     cx.row("cuBLAS patch GEMM", shp(sb), fl, 4.0 * (B * Np * P + C * P + B * Np * C), true,
            [&] { cublas_linear(cx.h, cols.p, w.p, out.p, B * Np, P, C); }, "baseline");
 #if defined(VIT_HAVE_CUDNN)
@@ -331,6 +360,8 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
              [&] { gelu_forward(st, pre.p, dy16.p, N * l.out, c.gelu, pre16.p); });
       cx.row("gelu bwd (bf16 pre-act)", shp(sb), 0, 10.0 * N * l.out, false,
              [&] { gelu_backward(st, y.p, (const bf16*)pre16.p, dpre.p, N * l.out, c.gelu); });
+      cx.row("gelu bwd (bf16 pre-act, bf16 out)", shp(sb), 0, 8.0 * N * l.out, false,
+             [&] { gelu_backward(st, y.p, (const bf16*)pre16.p, dy16.p, N * l.out, c.gelu); });
     }
     cx.row(std::string("matmul ") + l.name + " bwd bf16", shp(sb), 2 * fl,
            2.0 * (2.0 * N * l.out + N * l.in + l.in * l.out) + 4.0 * (N * l.in + 2.0 * l.in * l.out),
@@ -471,6 +502,30 @@ void bench_preset(Ctx& cx, const std::string& pname, int B) {
       xent_forward_backward(st, logits.p, labels, losses.p, dlogits.p, metrics, B, K, 0.1f,
                             1.0f / B);
     });
+    {
+      // the head's backward (no final LN) and the one launch of column sums
+      Buf hw((size_t)K * C, st), x(N * C, st), dres(N * C, st), outf(N * C, st),
+          dw((size_t)K * C, st), db(C, st);
+      Buf16 out16(N * C, st);
+      snprintf(sb, sizeof sb, "B=%d T=%d C=%d K=%d", B, T, C, K);
+      cx.row("head bwd (dres, fc2 dy, head dw)", shp(sb), 4.0 * B * C * K, 4.0 * 2 * N * C, false,
+             [&] {
+               head_backward(st, dlogits.p, hw.p, x.p, dres.p, outf.p, (size_t)C, dw.p, B, T, C,
+                             K, 0.1f, 1, 3, 1);
+             });
+      cx.row("head bwd (bf16 fc2 dy)", shp(sb), 4.0 * B * C * K, 6.0 * N * C, false, [&] {
+        head_backward(st, dlogits.p, hw.p, x.p, dres.p, out16.p, (size_t)2 * C, dw.p, B, T, C, K,
+                      0.1f, 1, 3, 1);
+      });
+      const ColSumJob jobs[2] = {{x.p, db.p, C, C, T, 1, 0, 0, 0},
+                                 {out16.p, db.p, C, C, T, 1, 0, 0, 1}};
+      ColSumJob* dj;
+      CUDA_CHECK(cudaMalloc(&dj, sizeof jobs));
+      CUDA_CHECK(cudaMemcpy(dj, jobs, sizeof jobs, cudaMemcpyHostToDevice));
+      cx.row("column sums (fp32 + bf16 job)", shp(sb), 0, 6.0 * N * C, false,
+             [&] { column_sums_many(st, dj, 1, C, B); column_sums_many(st, dj + 1, 1, C, B); });
+      CUDA_CHECK(cudaFree(dj));
+    }
     CUDA_CHECK(cudaFree(labels));
     CUDA_CHECK(cudaFree(metrics));
     ParamLayout lay(c);
