@@ -126,3 +126,105 @@ TEST(XentKernel, LabelOutOfRangeGivesNaN) {
   EXPECT_TRUE(std::isnan(loss[1]));
   EXPECT_TRUE(std::isnan(dz[K]));
 }
+
+// The non-finite record the cross-entropy kernel keeps when given one (xent_forward_backward's
+// rec/step: track_nonfinite's rule folded into the loss launch). Reset = memset 0xFF (step -1).
+// A finite batch leaves it at -1; a batch with a NaN logit, or with a label outside [0, K),
+// records its step and a non-finite loss; a later non-finite batch does not overwrite the first.
+// Passing a record changes nothing else: losses, dlogits and metrics are bitwise those of the
+// same call with rec == nullptr.
+namespace {
+
+vit::NonFiniteRecord read_record(const DeviceBuffer<vit::NonFiniteRecord>& rec) {
+  vit::NonFiniteRecord r;
+  CUDA_CHECK(cudaMemcpy(&r, rec.ptr, sizeof r, cudaMemcpyDeviceToHost));
+  return r;
+}
+void reset_record(const DeviceBuffer<vit::NonFiniteRecord>& rec) {
+  CUDA_CHECK(cudaMemset(rec.ptr, 0xff, sizeof(vit::NonFiniteRecord)));
+}
+
+// One call with the record and one without on the same inputs: every output bitwise equal.
+void expect_record_changes_nothing(const vector<float>& z, const vector<int32_t>& labels, int K,
+                                   float smoothing, DeviceBuffer<vit::NonFiniteRecord>& rec,
+                                   vit::DevStep step) {
+  const int B = (int)labels.size();
+  DeviceBuffer<float> d_z(z);
+  DeviceBuffer<int32_t> d_labels(labels);
+  const vector<double> m0 = {2.5, 1.0};
+  DeviceBuffer<float> l1(B), l2(B), g1((size_t)B * K), g2((size_t)B * K);
+  DeviceBuffer<double> m1(m0), m2(m0);
+  vit::xent_forward_backward(0, d_z, d_labels, l1, g1, m1, B, K, smoothing, 1.0f / B, nullptr);
+  vit::xent_forward_backward(0, d_z, d_labels, l2, g2, m2, B, K, smoothing, 1.0f / B, rec.ptr,
+                             step);
+  EXPECT_TRUE(vit_test::bitwise_equal(l2.download(), l1.download())) << "losses";
+  EXPECT_TRUE(vit_test::bitwise_equal(g2.download(), g1.download())) << "dlogits";
+  EXPECT_TRUE(vit_test::bitwise_equal(m2.download(), m1.download())) << "metrics";
+}
+
+}  // namespace
+
+TEST(XentKernel, NonFiniteRecordKeepsTheFirstBadStep) {
+  VIT_REQUIRE_GPU();
+  const int B = 37, K = 10;  // more rows than the block's 16 warps: the bad rows' warps differ
+  const vector<float> z = vit_test::to_float(vit_test::rand_vec((size_t)B * K, 53, -3, 3));
+  vector<int32_t> labels(B);
+  for (int b = 0; b < B; ++b) labels[b] = (int32_t)(vit::philox_u32(4, 5, 6, b) % K);
+  vector<float> z_nan = z;
+  z_nan[(size_t)21 * K + 4] = NAN;  // row 21 (warp 5, its second row)
+  vector<int32_t> bad_label = labels;
+  bad_label[36] = K;  // one past the last class
+  vector<int32_t> neg_label = labels;
+  neg_label[0] = -1;
+
+  DeviceBuffer<vit::NonFiniteRecord> rec(1);
+  vit_test::for_each_thread_order([&](const char* order) {
+    SCOPED_TRACE(order);
+    // Finite batch: nothing recorded (and the outputs are the rec == nullptr call's).
+    reset_record(rec);
+    expect_record_changes_nothing(z, labels, K, 0.1f, rec, 3);
+    EXPECT_EQ(read_record(rec).step, -1);
+
+    // NaN logit at step 7: recorded with a non-finite loss (the outputs, NaN row included, bitwise
+    // those of the call without a record).
+    expect_record_changes_nothing(z_nan, labels, K, 0.1f, rec, 7);
+    vit::NonFiniteRecord r = read_record(rec);
+    EXPECT_EQ(r.step, 7);
+    EXPECT_FALSE(std::isfinite(r.loss));
+    // Later non-finite batches (another NaN, a bad label) keep step 7.
+    expect_record_changes_nothing(z_nan, labels, K, 0.1f, rec, 8);
+    expect_record_changes_nothing(z, bad_label, K, 0.0f, rec, 9);
+    EXPECT_EQ(read_record(rec).step, 7);
+    // ... and a later finite one too.
+    expect_record_changes_nothing(z, labels, K, 0.0f, rec, 10);
+    EXPECT_EQ(read_record(rec).step, 7);
+
+    // Out-of-range labels (K and -1) after a reset; a 64-bit step survives.
+    reset_record(rec);
+    expect_record_changes_nothing(z, bad_label, K, 0.0f, rec, (1ull << 33) + 5);
+    r = read_record(rec);
+    EXPECT_EQ(r.step, (long long)((1ull << 33) + 5));
+    EXPECT_FALSE(std::isfinite(r.loss));
+    reset_record(rec);
+    expect_record_changes_nothing(z, neg_label, K, 0.1f, rec, 11);
+    EXPECT_EQ(read_record(rec).step, 11);
+  });
+}
+
+// Inside a CUDA graph the step is read on the device (DevStep base + offset): the record holds
+// the step the device computes, not the offset.
+TEST(XentKernel, NonFiniteRecordTakesADeviceStep) {
+  VIT_REQUIRE_GPU();
+  const int B = 4, K = 10;
+  vector<float> z = vit_test::to_float(vit_test::rand_vec((size_t)B * K, 54));
+  z[3] = NAN;
+  const vector<int32_t> labels = {1, 2, 3, 4};
+  DeviceBuffer<float> d_z(z), d_loss(B);
+  DeviceBuffer<int32_t> d_labels(labels);
+  DeviceBuffer<uint64_t> base(vector<uint64_t>{1000});
+  DeviceBuffer<vit::NonFiniteRecord> rec(1);
+  reset_record(rec);
+  vit::xent_forward_backward(0, d_z, d_labels, d_loss, nullptr, nullptr, B, K, 0.0f, 1.0f,
+                             rec.ptr, vit::DevStep(base.ptr, 2));
+  EXPECT_EQ(read_record(rec).step, 1002);
+}
