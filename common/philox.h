@@ -45,7 +45,11 @@ VIT_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
 VIT_HD uint32_t philox_u32(uint64_t seed, uint32_t site, uint64_t step, uint64_t index) {
   Philox4 r = philox4x32_10((uint32_t)(index >> 2), site, (uint32_t)step, (uint32_t)(step >> 32),
                             (uint32_t)seed, (uint32_t)(seed >> 32));
-  return r.v[index & 3];
+  // Word index % 4 by selects, not r.v[index & 3]: a runtime index into the result would put
+  // it in local memory (a 16-byte stack frame in every kernel that draws one element).
+  const uint32_t w = (uint32_t)(index & 3);
+  const uint32_t lo = w & 1 ? r.v[1] : r.v[0], hi = w & 1 ? r.v[3] : r.v[2];
+  return w & 2 ? hi : lo;
 }
 
 // Uniform in [0, 1) with 24 bits: exactly representable in float, identical on every device.
