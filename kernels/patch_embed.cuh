@@ -155,13 +155,11 @@ inline size_t patch_embed_scratch_floats(int B, int Cin, int H, int p, int C) {
   return (size_t)B * N * C + T * C;  // gathered dout patch rows (B*N, C) + per-position sums (T, C)
 }
 
-// cols (B*N, Cin*p*p) =, out (B, T, C) =. XT: float or __half images.
+// The two launches both forward paths share: cols = im2col(x), then the patch rows of out
+// (B, T, C) = W cols^T (the CLS rows are left for the epilogue).
 template <class XT>
-inline void patch_embed_forward_from(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
-                                const float* b, const float* cls, const float* pos, float* cols,
-                                float* out, int B, int Cin, int H, int p, int C) {
-  patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
-  if (B == 0) return;
+inline void patch_embed_gemm(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
+                             float* cols, float* out, int B, int Cin, int H, int p, int C) {
   const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
   LAUNCH(im2col_kernel<XT>, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
          H, p);
@@ -173,6 +171,17 @@ inline void patch_embed_forward_from(cublasHandle_t h, cudaStream_t st, const XT
   CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, C, N, K, &one, w, K, 0, cols,
                                          K, (long long)N * K, &zero, out + C, C,
                                          (long long)T * C, B));
+}
+
+// cols (B*N, Cin*p*p) =, out (B, T, C) =. XT: float or __half images.
+template <class XT>
+inline void patch_embed_forward_from(cublasHandle_t h, cudaStream_t st, const XT* x, const float* w,
+                                const float* b, const float* cls, const float* pos, float* cols,
+                                float* out, int B, int Cin, int H, int p, int C) {
+  patch_embed_check("patch_embed_forward", B, Cin, H, p, C);
+  if (B == 0) return;
+  const int T = (H / p) * (H / p) + 1;
+  patch_embed_gemm(h, st, x, w, cols, out, B, Cin, H, p, C);
   LAUNCH(patch_embed_epilogue_kernel, grid_stride_blocks((size_t)B * T * C, 256), 256, 0, st,
          out, b, cls, pos, B, T, C);
 }
@@ -207,15 +216,8 @@ inline void patch_embed_forward_ln(cublasHandle_t h, cudaStream_t st, const XT* 
   if (!(p_drop >= 0.0f && p_drop < 1.0f))
     throw Error("patch_embed_forward: dropout probability " + std::to_string(p_drop) +
                 " outside [0, 1)");
-  const int G = H / p, N = G * G, T = N + 1, K = Cin * p * p;
-  LAUNCH(im2col_kernel<XT>, grid_stride_blocks((size_t)B * N * K, 256), 256, 0, st, x, cols, B, Cin,
-         H, p);
-  const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublasSetStream(h, st));
-  // As patch_embed_forward_from: per image, out_b's patch rows = W cols_b^T (CLS rows skipped).
-  CUBLAS_CHECK(cublasSgemmStridedBatched(h, CUBLAS_OP_T, CUBLAS_OP_N, C, N, K, &one, w, K, 0, cols,
-                                         K, (long long)N * K, &zero, out + C, C,
-                                         (long long)T * C, B));
+  const int T = (H / p) * (H / p) + 1;
+  patch_embed_gemm(h, st, x, w, cols, out, B, Cin, H, p, C);
   const size_t rows = (size_t)B * T;
   LAUNCH(patch_embed_epilogue_ln_kernel<YT>, ceil_div(rows, 8), 256, 0, st, out, bias, cls, pos, B,
          T, C, p_drop, 1.0f / (1.0f - p_drop), seed, site, step, ln_w, ln_b, eps, y, mean, rstd);
